@@ -1,0 +1,20 @@
+# `make demo`: fresh venv, install, run the web-text pipeline on the embedded sample.
+# `make test`: fresh venv, install with test extras, run the whole test suite (what .ci/run calls).
+PYTHON ?= python3
+VENV ?= .venv
+
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/wudao demo --output wudao-demo
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q
+
+.PHONY: install demo test

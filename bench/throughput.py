@@ -1,0 +1,322 @@
+"""Side-by-side throughput of `wudao text` and datatrove's FineWeb-style pipeline on the same WARC input.
+
+    /tmp/venv/bin/python bench/throughput.py                 # 2000 docs, all four runs, writes the table
+    /tmp/venv/bin/python bench/throughput.py --only datatrove  # just datatrove's two columns
+
+Steps: (1) make bench/.venv-datatrove (python3 -m venv, pip install datatrove[processing]==0.10.1 plus the
+few packages its WarcReader, JsonlWriter and English word splitter import; never the project's venv, since
+datatrove pins trafilatura < 1.12); (2) write the input with bench/make_warc.py; (3) run datatrove with
+LocalPipelineExecutor tasks=workers=1 and =2, and `wudao text` with Beam's FnApiRunner in-process and with
+--direct_running_mode=multi_processing --direct_num_workers=2, each as a subprocess; (4) print a Markdown
+table and write it to bench/results/throughput.md.
+
+CPU time is user+system time of the whole process tree: this process makes itself a child subreaper
+(Linux prctl PR_SET_CHILD_SUBREAPER), so workers that outlive their parent (datatrove's forkserver pool
+and trafilatura sandbox, Beam's worker processes) are re-parented here and reaped, and their CPU time
+lands in getrusage(RUSAGE_CHILDREN). docs/s per core = docs in / CPU seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gzip
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+import make_warc  # noqa: E402  (sibling module; bench/ is not a package)
+
+DATATROVE_VENV = BENCH / ".venv-datatrove"
+#: datatrove[processing] alone cannot run this pipeline: WarcReader imports warcio, cchardet and magic
+#: (datatrove's heavier [io] extra), JsonlWriter imports orjson, and the English word splitter used by the
+#: Gopher/C4/FineWeb filters is spaCy's blank "en" (no model download); LanguageFilter resolves its model's
+#: https URL through fsspec, which imports aiohttp even when the file is already cached. Versions: those
+#: that resolved here. trafilatura 1.11 imports lxml.html.clean, which lxml 6 moved to lxml_html_clean: without
+#: it every page dies in datatrove's extraction sandbox and is counted as a timeout.
+DATATROVE_REQUIREMENTS = [
+    "datatrove[processing]==0.10.1",
+    "warcio==1.8.1",
+    "faust-cchardet==3.2.0",
+    "python-magic==0.4.27",
+    "orjson==3.13.0",
+    "spacy==3.8.18",
+    "aiohttp==3.14.5",
+    "lxml_html_clean==0.4.6",
+]
+BUNDLED_LID_MODEL = REPO / "cleaners" / "data" / "lid" / "lid_zh_en.ftz"
+WORK = BENCH / "work"
+RESULTS = BENCH / "results" / "throughput.md"
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass
+class Measurement:
+    """One benchmarked run: documents in and kept, wall and CPU seconds of its whole process tree."""
+
+    label: str
+    docs_in: int
+    docs_kept: int
+    wall_s: float
+    cpu_s: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def docs_per_cpu_s(self) -> float:
+        return self.docs_in / self.cpu_s if self.cpu_s > 0 else 0.0
+
+    @property
+    def docs_per_wall_s(self) -> float:
+        return self.docs_in / self.wall_s if self.wall_s > 0 else 0.0
+
+
+class RunFailed(RuntimeError):
+    """A benchmarked command exited non-zero; the message carries the tail of its output."""
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants so their CPU time is counted; False where the OS cannot (non-Linux)."""
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_orphans(deadline_s: float = 30.0) -> int:
+    """Wait for adopted descendants still running after the main child exited; return how many."""
+    reaped = 0
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            time.sleep(0.05)
+        else:
+            reaped += 1
+    return reaped
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_run(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: float) -> tuple[str, float, float]:
+    """Run `cmd` to completion; return (stdout, wall s, CPU s of it and every descendant)."""
+    cpu_before = children_cpu_s()
+    started = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        try:
+            proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log,
+                                  text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise RunFailed(f"timed out after {timeout_s:.0f} s: {shlex.join(cmd)} (log: {log_path})") from exc
+    wall = time.perf_counter() - started
+    reap_orphans()
+    cpu = children_cpu_s() - cpu_before
+    if proc.returncode != 0:
+        tail = log_path.read_text("utf-8", "replace")[-3000:]
+        raise RunFailed(f"exit {proc.returncode}: {shlex.join(cmd)}\n--- {log_path} (tail) ---\n{tail}")
+    return proc.stdout, wall, cpu
+
+
+def ensure_datatrove_venv(venv: Path = DATATROVE_VENV) -> Path:
+    """The datatrove venv's python, creating the venv and installing DATATROVE_REQUIREMENTS if needed."""
+    python = venv / "bin" / "python"
+    marker = venv / ".bench-requirements"
+    wanted = "\n".join(DATATROVE_REQUIREMENTS) + "\n"
+    if python.exists() and marker.exists() and marker.read_text("utf-8") == wanted:
+        return python
+    print(f"creating {venv} (python3 -m venv; pip install {' '.join(DATATROVE_REQUIREMENTS)})", file=sys.stderr)
+    subprocess.run([shutil.which("python3") or "python3", "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *DATATROVE_REQUIREMENTS], check=True)
+    marker.write_text(wanted, "utf-8")
+    return python
+
+
+def train_dev_lid_model(path: Path, samples: Path) -> Path:
+    """A throwaway zh/en fastText model from the corpus samples, for when the bundled one is missing.
+
+    Only for developing the benchmark: numbers taken with it are marked in the table's notes.
+    """
+    import fasttext
+
+    lines = []
+    for jsonl in sorted((samples / "en_text").glob("*.jsonl")):
+        for row in jsonl.read_text("utf-8").splitlines():
+            for para in json.loads(row).get("text", "").split("\n"):
+                if len(para.split()) >= 5:
+                    lines.append("__label__en " + " ".join(para.split()))
+    for row in (samples / "zh_text" / "thucnews_titles" / "test.txt").read_text("utf-8").splitlines():
+        title = row.split("\t", 1)[0].strip()
+        if title:
+            lines.append("__label__zh " + title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    train_file = path.with_suffix(".train.txt")
+    train_file.write_text("\n".join(lines) + "\n", "utf-8")
+    model = fasttext.train_supervised(str(train_file), dim=16, minn=1, maxn=3, epoch=5, wordNgrams=1,
+                                      bucket=200000, thread=1, seed=0, verbose=0)
+    model.save_model(str(path))
+    return path
+
+
+def count_jsonl_gz_records(folder: Path) -> int:
+    """Lines in every *.jsonl.gz under `folder` (rejects excluded)."""
+    total = 0
+    for part in sorted(folder.rglob("*.jsonl.gz")):
+        if "reject" in str(part.relative_to(folder)):
+            continue
+        with gzip.open(part, "rb") as fh:
+            total += sum(1 for line in fh if line.strip())
+    return total
+
+
+def run_datatrove(python: Path, input_dir: Path, workers: int, lid_model: Path, languages: str,
+                  timeout_s: float) -> Measurement:
+    out, logs = WORK / f"out-datatrove-{workers}w", WORK / f"logs-datatrove-{workers}w"
+    env = dict(os.environ, HF_ASSETS_CACHE=str(WORK / "datatrove-assets"), HF_HUB_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false")
+    cmd = [str(python), str(BENCH / "datatrove_pipeline.py"), "--input", str(input_dir), "--output", str(out),
+           "--logs", str(logs), "--lid-model", str(lid_model), "--languages", languages,
+           "--tasks", str(workers), "--workers", str(workers)]
+    stdout, wall, cpu = timed_run(cmd, env, WORK / f"datatrove-{workers}w.log", timeout_s)
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    kept = count_jsonl_gz_records(out)
+    notes = [f"datatrove stats: {s['name']} {s['stats']}" for s in summary["steps"]]
+    if kept != summary["docs_written"]:
+        notes.append(f"output has {kept} records, datatrove's writer counted {summary['docs_written']}")
+    return Measurement(f"datatrove, {workers} worker{'s' if workers > 1 else ''}", summary["docs_read"], kept,
+                       wall, cpu, notes)
+
+
+def run_ours(python: str, input_dir: Path, workers: int, timeout_s: float) -> Measurement:
+    out = WORK / f"out-wudao-{workers}w"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [python, "-m", "pipelines.cli", "text", "--input", str(input_dir / "*.warc.gz"), "--output", str(out),
+           "--runner", "FnApiRunner"]
+    if workers > 1:
+        cmd += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    _, wall, cpu = timed_run(cmd, env, WORK / f"wudao-{workers}w.log", timeout_s)
+    kept = count_jsonl_gz_records(out / "corpus")
+    stats_path = out / "stats.json"
+    notes = []
+    docs_in = -1
+    if stats_path.exists():
+        totals = json.loads(stats_path.read_text("utf-8")).get("totals", {})
+        docs_in = int(totals.get("records_in", -1))
+        if totals.get("kept") is not None and int(totals["kept"]) != kept:
+            notes.append(f"output has {kept} records, stats.json says kept={totals['kept']}")
+    else:
+        notes.append("no stats.json: docs in taken from the input manifest")
+    return Measurement(f"wudao text, {workers} worker{'s' if workers > 1 else ''}", docs_in, kept, wall, cpu, notes)
+
+
+def render_table(rows: list[Measurement], manifest: dict, command: str, notes: list[str]) -> str:
+    """The Markdown report: one row per run, ratios against datatrove with the same worker count."""
+    baseline = {row.label.split(", ")[1]: row for row in rows if row.label.startswith("datatrove")}
+    lines = [
+        "# Throughput: `wudao text` vs datatrove (FineWeb-style pipeline)",
+        "",
+        f"Input: {manifest['responses']} WARC response records ({manifest['distinct_pages']} distinct real pages: "
+        + ", ".join(f"{n} {k}" for k, n in manifest["by_origin"].items())
+        + f") in {len(manifest['shards'])} WARC.gz files, {sum(s['bytes'] for s in manifest['shards']) / 1e6:.1f} MB.",
+        f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}.",
+        "",
+        "| run | docs in | docs kept | wall s | CPU s | docs/s per core | wall docs/s | ratio vs datatrove (per core) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        base = baseline.get(row.label.split(", ")[1])
+        ratio = (f"{row.docs_per_cpu_s / base.docs_per_cpu_s:.2f}x"
+                 if base is not None and base.docs_per_cpu_s > 0 else "n/a")
+        lines.append(f"| {row.label} | {row.docs_in} | {row.docs_kept} | {row.wall_s:.1f} | {row.cpu_s:.1f} | "
+                     f"{row.docs_per_cpu_s:.1f} | {row.docs_per_wall_s:.1f} | {ratio} |")
+    lines += ["", "Rerun:", "", "```", command, "```", ""]
+    if notes:
+        lines += ["Notes:", ""] + [f"- {note}" for note in notes] + [""]
+    for row in rows:
+        if row.notes:
+            lines += [f"{row.label}:", ""] + [f"- {note}" for note in row.notes] + [""]
+    return "\n".join(lines)
+
+
+def resolve_lid_model(given: Path | None, samples: Path) -> tuple[Path, str | None]:
+    """The fastText model both sides use, and a note when it is a throwaway development model."""
+    if given is not None:
+        if not given.is_file():
+            raise SystemExit(f"--lid-model {given} does not exist")
+        return given, None
+    if BUNDLED_LID_MODEL.is_file():
+        return BUNDLED_LID_MODEL, None
+    dev = WORK / "dev-lid.ftz"
+    if not dev.exists():
+        train_dev_lid_model(dev, samples)
+    return dev, (f"{BUNDLED_LID_MODEL.relative_to(REPO)} did not exist yet: datatrove's LanguageFilter used a "
+                 "throwaway zh/en model trained on the corpus samples (bench/work/dev-lid.ftz)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", type=int, default=2000, help="WARC response records in the input (default 2000)")
+    parser.add_argument("--shards", type=int, default=4, help="WARC.gz files the input is split into (default 4)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter of the project's venv, runs `-m pipelines.cli text` (default: this one)")
+    parser.add_argument("--lid-model", type=Path, default=None,
+                        help=f"fastText LID model for datatrove's LanguageFilter (default {BUNDLED_LID_MODEL.relative_to(REPO)})")
+    parser.add_argument("--languages", default="en,zh", help="languages datatrove's LanguageFilter keeps")
+    parser.add_argument("--only", choices=["datatrove", "wudao"], help="run one side only")
+    parser.add_argument("--samples", type=Path, default=make_warc.DEFAULT_SAMPLES)
+    parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per run (default 900)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to write")
+    args = parser.parse_args(argv)
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    notes = []
+    if not become_subreaper():
+        notes.append("could not become a child subreaper: CPU time of orphaned worker processes may be missing")
+    manifest = make_warc.build_input(WORK / "input", args.docs, args.shards, args.seed, args.samples)
+    input_dir = WORK / "input"
+    rows: list[Measurement] = []
+    dt_python = lid_model = None
+    if args.only != "wudao":
+        dt_python = ensure_datatrove_venv()
+        lid_model, lid_note = resolve_lid_model(args.lid_model, args.samples)
+        notes += [lid_note] if lid_note else []
+        notes.append(f"datatrove's LanguageFilter ran fastText model {lid_model.name} (installed where datatrove "
+                     "caches lid.176.bin, which cannot be downloaded here), keeping " + args.languages)
+    for workers in (1, 2):
+        if dt_python is not None:
+            rows.append(run_datatrove(dt_python, input_dir, workers, lid_model, args.languages, args.timeout))
+            print(f"done: {rows[-1].label}: {rows[-1].wall_s:.1f} s wall, {rows[-1].cpu_s:.1f} s CPU", file=sys.stderr)
+        if args.only != "datatrove":
+            rows.append(run_ours(args.python, input_dir, workers, args.timeout))
+            if rows[-1].docs_in < 0:
+                rows[-1].docs_in = manifest["responses"]
+            print(f"done: {rows[-1].label}: {rows[-1].wall_s:.1f} s wall, {rows[-1].cpu_s:.1f} s CPU", file=sys.stderr)
+    command = shlex.join([sys.executable, "bench/throughput.py", *(argv if argv is not None else sys.argv[1:])])
+    report = render_table(rows, manifest, command, notes)
+    print(report)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(report, "utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Per-record steps: extraction, normalization, PII, language ID, heuristic and quality filters. Never imports apache_beam."""

@@ -1,0 +1,83 @@
+"""Record types that flow through the web-text recipe.
+
+`RawPage` is what a reader yields (one fetched page or one pre-extracted text record);
+`Document` is what the per-record steps transform and filter; `to_wudao_record` turns a kept
+document into the WuDaoCorpora JSON schema (`id`, `uniqueKey`, `titleUkey`, `dataType`, `title`,
+`content`, plus `url`, `lang`, `source` and scores).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def stable_hash(*parts: str) -> str:
+    """Hex sha1 of the parts joined by a NUL: the project's one way to make ids that survive reruns."""
+    h = hashlib.sha1()
+    for i, part in enumerate(parts):
+        if i:
+            h.update(b"\0")
+        h.update(part.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+@dataclass
+class RawPage:
+    """One record as read from an input file, before extraction.
+
+    Exactly one of `html` (bytes of an HTML payload, still encoded) or `text` (already plain text:
+    WET conversions, JSONL/Parquet corpora) is set.
+    """
+
+    key: str                      # position key, unique per input record: "<file>#<offset or line>"
+    source: str                   # input file path/URL
+    url: str = ""
+    date: str = ""                # capture date (WARC-Date / ARC date), ISO 8601 when known
+    html: bytes | None = None
+    text: str | None = None
+    title: str = ""
+    http_charset: str | None = None   # charset from the HTTP Content-Type header, if any
+    content_type: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Document:
+    """One document as the per-record steps see it."""
+
+    id: str                       # stable id: position key hash until extraction, content hash after
+    text: str
+    title: str = ""
+    url: str = ""
+    source: str = ""
+    date: str = ""
+    lang: str = ""
+    lang_score: float = 0.0
+    scores: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def content_id(self) -> str:
+        """Stable id from the content (and title), as WuDao's `uniqueKey`."""
+        return stable_hash(self.title, self.text)
+
+
+DATA_TYPE = "web-text"
+
+
+def to_wudao_record(doc: Document) -> dict[str, Any]:
+    """The WuDaoCorpora record for a kept document (field names as in the released WuDao 200G set)."""
+    unique_key = stable_hash(doc.text)
+    return {
+        "id": doc.id,
+        "uniqueKey": unique_key,
+        "titleUkey": stable_hash(doc.title) if doc.title else "",
+        "dataType": DATA_TYPE,
+        "title": doc.title,
+        "content": doc.text,
+        "url": doc.url,
+        "lang": doc.lang,
+        "source": doc.source,
+        "date": doc.date,
+        "scores": dict(sorted(doc.scores.items())),
+    }

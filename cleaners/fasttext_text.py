@@ -1,0 +1,95 @@
+"""Text preprocessing and model loading shared by every fastText model in the project.
+
+Language ID (`cleaners.language`) and the quality classifier (`cleaners.quality`) train and predict on
+the same normalised line, made by `fasttext_line`:
+
+- only the first `max_chars` characters are used (2000 by default: CCNet / lid.176 reach their verdict on
+  far less text, and it bounds the cost per document on billion-page crawls);
+- lowercase, every run of whitespace (newlines included: fastText reads one line per example) -> one space;
+- each CJK character (Han, kana) and each punctuation mark becomes its own token, so fastText's word
+  n-grams over Chinese act as character n-grams (fastText splits on spaces only).
+
+All of it is two C-backed regex passes, no per-character Python loop.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from typing import Any
+
+DEFAULT_MAX_CHARS = 2000
+
+# Punctuation and symbols: ASCII, general punctuation (quotes, dashes, ellipsis), CJK symbols and
+# punctuation, fullwidth punctuation.
+_PUNCT = ("!-/:-@\\[-`{-~\u00a1-\u00bf\u00d7\u00f7\u2000-\u206f\u3000-\u303f"
+          "\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65")
+# Han (BMP, extension A, compatibility, supplementary planes B-G), hiragana and katakana.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+_SPLIT_CHARS = re.compile(f"([{_PUNCT}{_CJK}])")        # each becomes a token of its own
+_SPLIT_CJK = re.compile(f"([{_CJK}])")
+_SYMBOLS = re.compile(f"[{_PUNCT}\\d]+")                 # dropped when keep_symbols=False
+_LETTER = re.compile(r"[^\W\d_]")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def fasttext_line(text: str, max_chars: int = DEFAULT_MAX_CHARS, *, keep_symbols: bool = True) -> str:
+    """The one-line, normalised form of `text` that fastText trains and predicts on ('' for blank text).
+
+    `keep_symbols=False` (language ID) replaces punctuation and digits with spaces: they say little about
+    the language and, being frequent in Chinese text, would pull symbol-only strings towards `zh`.
+    The quality classifier keeps them (runs of `!!!` or `|` are signals of spam and boilerplate).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"expected str, got {type(text).__name__}")
+    text = text[:max_chars].lower()
+    if keep_symbols:
+        text = _SPLIT_CHARS.sub(r" \1 ", text)
+    else:
+        text = _SPLIT_CJK.sub(r" \1 ", _SYMBOLS.sub(" ", text))
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def has_letters(text: str) -> bool:
+    """Whether `text` contains at least one letter of any script (one C-level regex search)."""
+    return _LETTER.search(text) is not None
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+_MODELS: dict[str, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def load_model(path: str) -> Any:
+    """The fastText model at `path`, loaded once per process (models cannot be pickled, so steps call
+    this from `setup()` and hold the result in an unpickled attribute). Missing files raise a clear error."""
+    key = os.path.realpath(path)
+    model = _MODELS.get(key)
+    if model is not None:
+        return model
+    if not os.path.isfile(key):
+        raise FileNotFoundError(f"fastText model not found: {path}")
+    import fasttext  # imported lazily: modules that never predict do not pay for it
+
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            try:
+                model = fasttext.load_model(key)
+            except ValueError as exc:
+                raise ValueError(f"not a fastText model: {path} ({exc})") from exc
+            _MODELS[key] = model
+    return model
+
+
+LABEL_PREFIX = "__label__"
+
+
+def predict_top(model: Any, line: str) -> tuple[str, float]:
+    """The most likely label of `model` (prefix removed) and its probability, for a normalised line."""
+    labels, probs = model.predict(line, k=1)
+    label = labels[0]
+    if label.startswith(LABEL_PREFIX):
+        label = label[len(LABEL_PREFIX):]
+    return label, float(min(probs[0], 1.0))

@@ -1,0 +1,185 @@
+"""The `wudao` command line.
+
+    wudao text --input GLOB [--input GLOB ...] --output DIR [--config recipe.yaml] [Beam options]
+    wudao extract FILE...
+    wudao demo [--output DIR] [Beam options]
+    wudao quality train --positive GLOB --negative GLOB --output FILE
+
+Any argument the command does not know is handed to Beam's PipelineOptions, so every runner flag works
+(`--runner=DataflowRunner --project ... --region ... --temp_location gs://... --setup_file ./setup.py`).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import sys
+import time
+from importlib import resources
+from typing import Any
+
+LOG = logging.getLogger("wudao")
+
+#: DirectRunner first tries to download the Prism runner binary, which cannot work offline; FnApiRunner is
+#: the engine DirectRunner falls back to, and honours --direct_running_mode / --direct_num_workers.
+LOCAL_RUNNER = "FnApiRunner"
+
+
+def pipeline_options(beam_args: list[str]):
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    options = PipelineOptions(beam_args)
+    standard = options.view_as(StandardOptions)
+    if standard.runner in (None, "DirectRunner", "direct"):
+        standard.runner = LOCAL_RUNNER
+    return options
+
+
+def run_text(inputs: list[str], output: str, config_path: str | None, beam_args: list[str]) -> dict[str, Any]:
+    """Build and run the web-text pipeline; return the stats it wrote."""
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+
+    from cleaners.recipe import load_recipe
+    from pipelines.text import build_text_pipeline
+
+    config = load_recipe(config_path)
+    _clear_previous_outputs(output)
+    options = pipeline_options(beam_args)
+    started = time.time()
+    with beam.Pipeline(options=options) as pipeline:
+        build_text_pipeline(pipeline, inputs, output, config)
+    with FileSystems.open(FileSystems.join(output, "stats.json")) as fh:
+        stats = json.loads(fh.read().decode("utf-8"))
+    stats["wall_seconds"] = round(time.time() - started, 2)
+    return stats
+
+
+def _clear_previous_outputs(output: str) -> None:
+    """Remove part files of an earlier run in the same output folder, so stale shards never mix in."""
+    from apache_beam.io.filesystems import FileSystems
+
+    patterns = [FileSystems.join(output, sub, "part-*") for sub in ("corpus", "rejects")]
+    patterns.append(FileSystems.join(output, "stats.json"))
+    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+    if stale:
+        LOG.info("removing %d files of a previous run in %s", len(stale), output)
+        FileSystems.delete(stale)
+
+
+def format_summary(stats: dict[str, Any], output: str) -> str:
+    totals = stats["totals"]
+    lines = [
+        f"records in: {totals['records_in']}",
+        f"kept:       {totals['kept']}",
+        f"dropped:    {totals['dropped']}",
+    ]
+    for stage in stats["stages"]:
+        if stage["dropped"]:
+            lines.append(f"  {stage['stage']}: {stage['dropped']} dropped")
+            for reason, n in stage["dropped_by_reason"].items():
+                lines.append(f"      {n:6d}  {reason}")
+        for name, n in (stage.get("counts") or {}).items():
+            lines.append(f"  {stage['stage']}: {n} {name} replaced")
+    lines += [
+        f"corpus:  {os.path.join(output, 'corpus')}",
+        f"rejects: {os.path.join(output, 'rejects')}",
+        f"stats:   {os.path.join(output, 'stats.json')}",
+    ]
+    if "wall_seconds" in stats:
+        lines.append(f"time:    {stats['wall_seconds']} s")
+    return "\n".join(lines)
+
+
+def sample_inputs() -> list[str]:
+    """Glob patterns for the embedded sample crawl shipped inside the package."""
+    root = resources.files("pipelines").joinpath("data/sample")
+    return [os.path.join(str(root), name) for name in sorted(os.listdir(str(root)))
+            if name not in ("README.md", "expected.json")]
+
+
+def _cmd_text(args: argparse.Namespace, beam_args: list[str]) -> int:
+    stats = run_text(args.input, args.output, args.config, beam_args)
+    print(format_summary(stats, args.output))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
+    inputs = sample_inputs()
+    print(f"wudao demo: web-text pipeline on the embedded sample ({len(inputs)} files)")
+    stats = run_text(inputs, args.output, args.config, beam_args)
+    print(format_summary(stats, args.output))
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from cleaners.extract import extract_files
+
+    if beam_args:
+        print(f"wudao extract: unknown arguments {beam_args}", file=sys.stderr)
+        return 2
+    paths: list[str] = []
+    for pattern in args.files:
+        matched = sorted(glob.glob(pattern))
+        paths.extend(matched or [pattern])
+    for row in extract_files(paths):
+        print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+def _cmd_quality_train(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from cleaners.quality import train_quality
+
+    def expand(patterns: list[str]) -> list[str]:
+        paths = sorted({p for pattern in patterns for p in glob.glob(pattern)})
+        if not paths:
+            raise SystemExit(f"no files match {patterns}")
+        return paths
+
+    metrics = train_quality(expand(args.positive), expand(args.negative), args.output)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wudao", description="Build WuDaoCorpora-style corpora with Apache Beam.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    text = sub.add_parser("text", help="run the web-text pipeline (any extra flag goes to Beam)")
+    text.add_argument("--input", action="append", required=True, help="file glob (local, gs://, s3://); repeatable")
+    text.add_argument("--output", required=True, help="output folder: corpus/, rejects/, stats.json")
+    text.add_argument("--config", help="recipe YAML merged over the default recipe")
+    text.set_defaults(func=_cmd_text)
+
+    demo = sub.add_parser("demo", help="run the web-text pipeline on the embedded sample crawl")
+    demo.add_argument("--output", default="wudao-demo", help="output folder (default ./wudao-demo)")
+    demo.add_argument("--config", help="recipe YAML merged over the default recipe")
+    demo.set_defaults(func=_cmd_demo)
+
+    extract = sub.add_parser("extract", help="print {file, title, text} JSON lines for .html / .html.gz files")
+    extract.add_argument("files", nargs="+")
+    extract.set_defaults(func=_cmd_extract)
+
+    quality = sub.add_parser("quality", help="fastText quality classifier")
+    quality_sub = quality.add_subparsers(dest="quality_command", required=True)
+    qtrain = quality_sub.add_parser("train", help="train a classifier from positive and negative JSONL")
+    qtrain.add_argument("--positive", action="append", required=True, help="JSONL(.gz) glob of good text")
+    qtrain.add_argument("--negative", action="append", required=True, help="JSONL(.gz) glob of bad text")
+    qtrain.add_argument("--output", required=True, help="model file to write (.bin)")
+    qtrain.set_defaults(func=_cmd_quality_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args, beam_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

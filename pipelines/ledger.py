@@ -1,0 +1,75 @@
+"""The run's ledger: per-stage counts of records in, out and dropped by reason, and `stats.json`.
+
+Counts travel as plain dicts `{"<stage>|in": n, "<stage>|out": n, "<stage>|drop|<reason>": n,
+"<stage>|count|<name>": n}` (see `cleaners.runner.ledger_key`), summed with a CombineFn, so the stats are
+exact on any runner and need no runner metrics API.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any, Iterable
+
+import apache_beam as beam
+
+
+class SumCounts(beam.CombineFn):
+    """Sum string-keyed count dicts."""
+
+    def create_accumulator(self) -> Counter:
+        return Counter()
+
+    def add_input(self, acc: Counter, counts: dict[str, int]) -> Counter:
+        acc.update(counts)
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[Counter]) -> Counter:
+        merged: Counter = Counter()
+        for acc in accs:
+            merged.update(acc)
+        return merged
+
+    def extract_output(self, acc: Counter) -> dict[str, int]:
+        return dict(sorted(acc.items()))
+
+
+def build_stats(counts: dict[str, int], stage_order: list[str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Turn flat counts into stats.json: one entry per stage in pipeline order, then totals.
+
+    Raises if any stage breaks in = out + dropped: a broken ledger means records were lost or invented.
+    """
+    stages: dict[str, dict[str, Any]] = {}
+    for key, n in counts.items():
+        stage, kind, *rest = key.split("|", 2)
+        entry = stages.setdefault(stage, {"in": 0, "out": 0, "dropped": 0, "dropped_by_reason": {}, "counts": {}})
+        if kind in ("in", "out"):
+            entry[kind] += n
+        elif kind == "drop":
+            entry["dropped"] += n
+            entry["dropped_by_reason"][rest[0]] = entry["dropped_by_reason"].get(rest[0], 0) + n
+        elif kind == "count":
+            entry["counts"][rest[0]] = entry["counts"].get(rest[0], 0) + n
+    ordered = [s for s in stage_order if s in stages] + sorted(s for s in stages if s not in stage_order)
+    stage_list = []
+    for name in ordered:
+        entry = stages[name]
+        if entry["in"] != entry["out"] + entry["dropped"]:
+            raise AssertionError(f"ledger broken at stage {name}: {entry}")
+        entry["dropped_by_reason"] = dict(sorted(entry["dropped_by_reason"].items(), key=lambda kv: (-kv[1], kv[0])))
+        if not entry["counts"]:
+            del entry["counts"]
+        stage_list.append({"stage": name, **entry})
+    records_in = stages.get(stage_order[0], {}).get("in", 0) if stage_order else 0
+    dropped = sum(s["dropped"] for s in stage_list)
+    kept = counts.get("write|out", 0)
+    totals = {"records_in": records_in, "kept": kept, "dropped": dropped}
+    if records_in != kept + dropped:
+        raise AssertionError(f"ledger broken overall: {totals}")
+    stats = {"totals": totals, "stages": stage_list}
+    if extra:
+        stats.update(extra)
+    return stats
+
+
+def dumps(stats: dict[str, Any]) -> str:
+    return json.dumps(stats, ensure_ascii=False, indent=2) + "\n"

@@ -1,0 +1,1 @@
+"""WebDataset shard writer, manifest and streaming reader (later issues)."""

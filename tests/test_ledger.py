@@ -1,0 +1,36 @@
+"""The ledger turns flat counts into per-stage stats and refuses counts that lose records."""
+import pytest
+
+from pipelines.ledger import build_stats
+
+
+def test_stats_per_stage_in_order_with_reasons():
+    counts = {
+        "read|in": 10, "read|out": 8, "read|drop|request": 2,
+        "extract|in": 8, "extract|out": 7, "extract|drop|extract-empty": 1,
+        "pii|in": 7, "pii|out": 7, "pii|count|phone": 3,
+        "language|in": 7, "language|out": 5, "language|drop|lang:ja": 1, "language|drop|lang:other": 1,
+        "write|in": 5, "write|out": 5,
+    }
+    stats = build_stats(counts, ["read", "extract", "pii", "language", "write"])
+    assert [s["stage"] for s in stats["stages"]] == ["read", "extract", "pii", "language", "write"]
+    assert stats["totals"] == {"records_in": 10, "kept": 5, "dropped": 5}
+    language = stats["stages"][3]
+    assert language["dropped_by_reason"] == {"lang:ja": 1, "lang:other": 1}
+    assert stats["stages"][2]["counts"] == {"phone": 3}
+
+
+def test_stage_that_loses_records_is_an_error():
+    with pytest.raises(AssertionError, match="stage extract"):
+        build_stats({"read|in": 2, "read|out": 2, "extract|in": 2, "extract|out": 1, "write|in": 1,
+                     "write|out": 1}, ["read", "extract", "write"])
+
+
+def test_overall_loss_is_an_error():
+    # every stage balances, but a record vanished between stages
+    with pytest.raises(AssertionError, match="overall"):
+        build_stats({"read|in": 2, "read|out": 2, "write|in": 1, "write|out": 1}, ["read", "write"])
+
+
+def test_empty_run():
+    assert build_stats({}, ["read", "write"])["totals"] == {"records_in": 0, "kept": 0, "dropped": 0}

@@ -1,0 +1,1 @@
+"""GLM, CogView and MoE training that streams the shards (later issues)."""
