@@ -116,9 +116,28 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed_run(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: float) -> tuple[str, float, float]:
-    """Run `cmd` to completion; return (stdout, wall s, CPU s of it and every descendant)."""
-    cpu_before = children_cpu_s()
+def machine_busy_cpu_s() -> float | None:
+    """CPU seconds all processes on the machine have used since boot (/proc/stat), None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Timing:
+    stdout: str
+    wall_s: float
+    cpu_s: float                 # the command and all its descendants
+    foreign_cpu_s: float | None  # everything else on the machine during the run (other jobs inflate wall time)
+
+
+def timed_run(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: float) -> Timing:
+    """Run `cmd` to completion, stderr to `log_path`; its wall time and the CPU time of its whole tree."""
+    cpu_before, busy_before = children_cpu_s(), machine_busy_cpu_s()
     started = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         try:
@@ -129,10 +148,12 @@ def timed_run(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: fl
     wall = time.perf_counter() - started
     reap_orphans()
     cpu = children_cpu_s() - cpu_before
+    busy_after = machine_busy_cpu_s()
+    foreign = None if busy_before is None or busy_after is None else max(0.0, busy_after - busy_before - cpu)
     if proc.returncode != 0:
         tail = log_path.read_text("utf-8", "replace")[-3000:]
         raise RunFailed(f"exit {proc.returncode}: {shlex.join(cmd)}\n--- {log_path} (tail) ---\n{tail}")
-    return proc.stdout, wall, cpu
+    return Timing(proc.stdout, wall, cpu, foreign)
 
 
 def ensure_datatrove_venv(venv: Path = DATATROVE_VENV) -> Path:
@@ -186,25 +207,37 @@ def count_jsonl_gz_records(folder: Path) -> int:
     return total
 
 
-def run_datatrove(python: Path, input_dir: Path, workers: int, lid_model: Path, languages: str,
+def _label(side: str, workers: int) -> str:
+    return f"{side}, {workers} worker{'s' if workers > 1 else ''}"
+
+
+def _timing_notes(timing: Timing) -> list[str]:
+    if timing.foreign_cpu_s is None:
+        return []
+    return [f"other processes on the machine used {timing.foreign_cpu_s:.1f} CPU s during this run "
+            f"({timing.foreign_cpu_s / timing.wall_s:.2f} cores on average): wall figures are inflated by that much"]
+
+
+def run_datatrove(python: Path, input_dir: Path, docs_in: int, workers: int, lid_model: Path, languages: str,
                   timeout_s: float) -> Measurement:
+    """datatrove with LocalPipelineExecutor(tasks=workers, workers=workers)."""
     out, logs = WORK / f"out-datatrove-{workers}w", WORK / f"logs-datatrove-{workers}w"
     env = dict(os.environ, HF_ASSETS_CACHE=str(WORK / "datatrove-assets"), HF_HUB_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
     cmd = [str(python), str(BENCH / "datatrove_pipeline.py"), "--input", str(input_dir), "--output", str(out),
            "--logs", str(logs), "--lid-model", str(lid_model), "--languages", languages,
            "--tasks", str(workers), "--workers", str(workers)]
-    stdout, wall, cpu = timed_run(cmd, env, WORK / f"datatrove-{workers}w.log", timeout_s)
-    summary = json.loads(stdout.strip().splitlines()[-1])
+    timing = timed_run(cmd, env, WORK / f"datatrove-{workers}w.log", timeout_s)
+    summary = json.loads(timing.stdout.strip().splitlines()[-1])
     kept = count_jsonl_gz_records(out)
-    notes = [f"datatrove stats: {s['name']} {s['stats']}" for s in summary["steps"]]
+    notes = _timing_notes(timing) + [f"{s['name']}: {s['stats']}" for s in summary["steps"]]
     if kept != summary["docs_written"]:
         notes.append(f"output has {kept} records, datatrove's writer counted {summary['docs_written']}")
-    return Measurement(f"datatrove, {workers} worker{'s' if workers > 1 else ''}", summary["docs_read"], kept,
-                       wall, cpu, notes)
+    return Measurement(_label("datatrove", workers), docs_in, kept, timing.wall_s, timing.cpu_s, notes)
 
 
-def run_ours(python: str, input_dir: Path, workers: int, timeout_s: float) -> Measurement:
+def run_ours(python: str, input_dir: Path, docs_in: int, workers: int, timeout_s: float) -> Measurement:
+    """`wudao text` on Beam's FnApiRunner: in-process for 1 worker, multi_processing for more."""
     out = WORK / f"out-wudao-{workers}w"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [python, "-m", "pipelines.cli", "text", "--input", str(input_dir / "*.warc.gz"), "--output", str(out),
@@ -212,19 +245,22 @@ def run_ours(python: str, input_dir: Path, workers: int, timeout_s: float) -> Me
     if workers > 1:
         cmd += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    _, wall, cpu = timed_run(cmd, env, WORK / f"wudao-{workers}w.log", timeout_s)
+    timing = timed_run(cmd, env, WORK / f"wudao-{workers}w.log", timeout_s)
     kept = count_jsonl_gz_records(out / "corpus")
+    notes = _timing_notes(timing)
     stats_path = out / "stats.json"
-    notes = []
-    docs_in = -1
     if stats_path.exists():
-        totals = json.loads(stats_path.read_text("utf-8")).get("totals", {})
-        docs_in = int(totals.get("records_in", -1))
+        stats = json.loads(stats_path.read_text("utf-8"))
+        totals = stats.get("totals", {})
+        notes.append(f"stats.json totals: {totals}")
+        for stage in stats.get("stages", []):
+            if stage.get("dropped"):
+                notes.append(f"{stage.get('stage')}: {stage.get('dropped_by_reason')}")
         if totals.get("kept") is not None and int(totals["kept"]) != kept:
             notes.append(f"output has {kept} records, stats.json says kept={totals['kept']}")
     else:
-        notes.append("no stats.json: docs in taken from the input manifest")
-    return Measurement(f"wudao text, {workers} worker{'s' if workers > 1 else ''}", docs_in, kept, wall, cpu, notes)
+        notes.append(f"no stats.json in {out}")
+    return Measurement(_label("wudao text", workers), docs_in, kept, timing.wall_s, timing.cpu_s, notes)
 
 
 def render_table(rows: list[Measurement], manifest: dict, command: str, notes: list[str]) -> str:
@@ -303,12 +339,11 @@ def main(argv: list[str] | None = None) -> int:
                      "caches lid.176.bin, which cannot be downloaded here), keeping " + args.languages)
     for workers in (1, 2):
         if dt_python is not None:
-            rows.append(run_datatrove(dt_python, input_dir, workers, lid_model, args.languages, args.timeout))
+            rows.append(run_datatrove(dt_python, input_dir, manifest["responses"], workers, lid_model,
+                                      args.languages, args.timeout))
             print(f"done: {rows[-1].label}: {rows[-1].wall_s:.1f} s wall, {rows[-1].cpu_s:.1f} s CPU", file=sys.stderr)
         if args.only != "datatrove":
-            rows.append(run_ours(args.python, input_dir, workers, args.timeout))
-            if rows[-1].docs_in < 0:
-                rows[-1].docs_in = manifest["responses"]
+            rows.append(run_ours(args.python, input_dir, manifest["responses"], workers, args.timeout))
             print(f"done: {rows[-1].label}: {rows[-1].wall_s:.1f} s wall, {rows[-1].cpu_s:.1f} s CPU", file=sys.stderr)
     command = shlex.join([sys.executable, "bench/throughput.py", *(argv if argv is not None else sys.argv[1:])])
     report = render_table(rows, manifest, command, notes)

@@ -79,5 +79,6 @@ def to_wudao_record(doc: Document) -> dict[str, Any]:
         "lang": doc.lang,
         "source": doc.source,
         "date": doc.date,
+        "source_id": str(doc.meta.get("id", "")),   # the input record's own id (JSONL/Parquet corpora)
         "scores": dict(sorted(doc.scores.items())),
     }

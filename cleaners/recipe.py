@@ -10,6 +10,10 @@ A recipe file looks like::
       - language: {min_score: 0.5}
       - wudao_zh: {min_doc_chinese_chars: 50}
       - gopher_quality: {languages: [en]}
+      - gopher_repetition: {as: zh_repetition, languages: [zh], top_ngram_char_frac: null}
+
+Two keys work on any step: `languages` (the step only sees documents of these languages; others pass
+untouched) and `as` (the stage name in stats.json and rejects/, so one step can appear twice).
 
 A user's file is merged over the bundled default (`cleaners/data/default_recipe.yaml`): top-level keys
 replace the default's, so a user who gives `steps` gives the whole list.
@@ -70,12 +74,14 @@ def build_steps(config: dict[str, Any]) -> list[Step]:
         if name not in STEPS:
             raise ValueError(f"unknown step {name!r}; known: {', '.join(sorted(STEPS))}")
         languages = params.pop("languages", None)
+        stage_name = params.pop("as", None)
         try:
             step = STEPS[name](**params)
         except TypeError as exc:
             raise ValueError(f"bad parameters for step {name!r}: {exc}") from exc
         if languages is not None:
             step.languages = tuple(languages)
+        step.stage_name = str(stage_name) if stage_name else name
         if name == "language":
             step.keep = tuple(config.get("languages") or ())  # type: ignore[attr-defined]
         steps.append(step)

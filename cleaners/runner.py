@@ -41,7 +41,7 @@ class RecipeRunner:
         self.config = config
         self.extractor = PageExtractor(**(config.get("extract") or {}))
         self.steps = build_steps(config)
-        self.stage_names = _unique_names([s.name for s in self.steps])
+        self.stage_names = _unique_names([s.stage_name or s.name for s in self.steps])
         self._ready = False
 
     def setup(self) -> None:
@@ -64,7 +64,7 @@ class RecipeRunner:
         out = Outcome()
         out.counts[ledger_key(READ_STAGE, "in")] += 1
         out.counts[ledger_key(READ_STAGE, "drop|" + reason)] += 1
-        out.reject = _reject(stable_hash(key), url, source, READ_STAGE, reason)
+        out.reject = _reject(stable_hash(key), key, url, source, READ_STAGE, reason)
         return out
 
     def process(self, raw: RawPage) -> Outcome:
@@ -78,7 +78,7 @@ class RecipeRunner:
         result = self.extractor.process(raw)
         if isinstance(result, str):
             c[ledger_key(EXTRACT_STAGE, "drop|" + result)] += 1
-            out.reject = _reject(stable_hash(raw.key), raw.url, raw.source, EXTRACT_STAGE, result)
+            out.reject = _reject(stable_hash(raw.key), raw.key, raw.url, raw.source, EXTRACT_STAGE, result)
             return out
         c[ledger_key(EXTRACT_STAGE, "out")] += 1
         doc: Document = result
@@ -92,7 +92,7 @@ class RecipeRunner:
                 result = f"step-error:{type(exc).__name__}"
             if isinstance(result, str):
                 c[ledger_key(stage, "drop|" + result)] += 1
-                out.reject = _reject(doc.id, doc.url, doc.source, stage, result)
+                out.reject = _reject(doc.id, raw.key, doc.url, doc.source, stage, result)
                 return out
             doc = result
             c[ledger_key(stage, "out")] += 1
@@ -105,8 +105,9 @@ class RecipeRunner:
         return out
 
 
-def _reject(doc_id: str, url: str, source: str, stage: str, reason: str) -> dict[str, Any]:
-    return {"id": doc_id, "url": url, "source": source, "stage": stage, "reason": reason}
+def _reject(doc_id: str, key: str, url: str, source: str, stage: str, reason: str) -> dict[str, Any]:
+    """A rejects/ row: `key` is the record's position in its input file (`path#offset` or `path#line`)."""
+    return {"id": doc_id, "key": key, "url": url, "source": source, "stage": stage, "reason": reason}
 
 
 def _unique_names(names: list[str]) -> list[str]:

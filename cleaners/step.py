@@ -34,6 +34,8 @@ class Step:
     name: ClassVar[str] = "step"
     #: languages the step applies to; None = every document. Documents of other languages pass untouched.
     languages: tuple[str, ...] | None = None
+    #: the name in stats.json and rejects/ (a recipe's `as:` key sets it; default: the registered name)
+    stage_name: str | None = None
 
     def setup(self) -> None:
         """Load models and build automata; called once per worker before the first `apply`."""

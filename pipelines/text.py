@@ -99,7 +99,8 @@ def corpus_parquet_schema():
 
     return pa.schema(
         [(name, pa.string()) for name in
-         ("id", "uniqueKey", "titleUkey", "dataType", "title", "content", "url", "lang", "source", "date")]
+         ("id", "uniqueKey", "titleUkey", "dataType", "title", "content", "url", "lang", "source", "date",
+          "source_id")]
         + [("scores", pa.map_(pa.string(), pa.float64()))]
     )
 

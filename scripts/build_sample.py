@@ -198,16 +198,14 @@ def render_page(article: Article | None, site: Site, *, charset_meta: str | None
     )
 
 
-def nav_only_page(site: Site, links: list[tuple[str, str]]) -> str:
-    """A site-map page: menus and link lists, no running text."""
-    groups = "".join(
-        f'<div class="group"><h3>{html.escape(site.nav[i % len(site.nav)])}</h3><ul>'
-        + "".join(f'<li><a href="{html.escape(u)}">{html.escape(t[:8])}</a></li>' for t, u in links[i::4])
-        + "</ul></div>" for i in range(4))
+def nav_only_page(site: Site) -> str:
+    """A site-map page: menus of two-character section links, no running text (under 50 Han characters)."""
+    sections = ("热门", "排行", "专栏", "投稿", "帮助", "招聘", "订阅", "下载")
+    links = "".join(f'<li><a href="/{i}/">{name}</a></li>' for i, name in enumerate(sections))
     return (f'<!DOCTYPE html>\n<html lang="{site.html_lang}">\n<head>\n<meta charset="utf-8">\n'
             f"<title>网站导航 - {html.escape(site.name)}</title>\n</head>\n<body>\n"
-            f"<header>{nav_html(site)}</header>\n<nav class=\"sitemap\">{groups}</nav>\n"
-            f"<footer>{''.join(f'<p>{html.escape(x)}</p>' for x in site.footer)}</footer>\n</body>\n</html>\n")
+            f'<header>{nav_html(site)}</header>\n<nav class="sitemap"><ul>{links}</ul></nav>\n'
+            f"<footer><p>© 2023 {html.escape(site.name)}</p></footer>\n</body>\n</html>\n")
 
 
 # ---------------------------------------------------------------- binary payloads
@@ -540,7 +538,7 @@ class SampleBuilder:
                       "IP": ["121.40.85.17", "2408:8207:2460:1a60:5d2c:9f01:3e4b:7a21"]})
         self.add_pii(w, self.en["pii-status"], EN_SITES[1], "en", "pii-en-emails-ips",
                      {"EMAIL": ["network.help@example.org", "m.okafor@example.net"],
-                      "IP": ["198.51.100.23", "2001:db8:4f2a:91c0:7d3e:12ab:9c40:5e11"]})
+                      "IP": ["185.63.147.29", "2a01:4f8:c17:2a5e:7d3e:12ab:9c40:5e11"]})
 
         # other languages: dropped by language ID
         names = {"ja": "Japanese", "ru": "Russian", "fr": "French", "de": "German", "es": "Spanish", "ko": "Korean"}
@@ -554,13 +552,14 @@ class SampleBuilder:
                                       "language", ["lang:"], charset="utf-8"))
 
         # spam and keyword stuffing
-        for key, site, lang in (("spam-zh", SPAM_SITE_ZH, "zh"), ("spam-en", SPAM_SITE_EN, "en")):
+        for key, site, lang, reasons in (("spam-zh", SPAM_SITE_ZH, "zh", ["wordlist:"]),
+                                         ("spam-en", SPAM_SITE_EN, "en", ["wordlist:", "c4-"])):
             article = self.article_from_block(key)
             url = self.url(site, "promo", key)
             body = self.page(article, site, self.zh if lang == "zh" else self.en).encode("utf-8")
             w.response(url, http_response(body, w.clock, content_type="text/html; charset=utf-8"))
             self.cases.append(dropped(w.filename, url, key, "advertising stuffed with terms of the spam word list",
-                                      "filter", ["wordlist:"], charset="utf-8", lang=lang))
+                                      "filter", reasons, charset="utf-8", lang=lang))
         for key, lang, reasons in (("repetitive-zh", "zh", ["gopher-", "zh-", "fineweb-"]),
                                    ("repetitive-en", "en", ["gopher-", "fineweb-", "c4-"])):
             site = SPAM_SITE_ZH if lang == "zh" else SPAM_SITE_EN
@@ -671,12 +670,11 @@ class SampleBuilder:
         self.cases.append(dropped(w.filename, url, "empty-body", "an HTML page with an empty body", "extract",
                                   ["extract-"], charset="utf-8"))
 
-        links = [(a.title, self.url(site_zh, "article", a.slug)) for a in self.zh.values()]
         url = f"https://{site_zh.host}/sitemap.html"
-        w.response(url, http_response(nav_only_page(site_zh, links).encode("utf-8"), w.clock,
+        w.response(url, http_response(nav_only_page(site_zh).encode("utf-8"), w.clock,
                                       content_type="text/html; charset=utf-8"))
         self.cases.append(dropped(w.filename, url, "navigation-only", "a page of menus and link lists only",
-                                  "extract", ["extract-", "zh-"], charset="utf-8"))
+                                  "extract", ["extract-", "zh-", "lang:"], charset="utf-8"))
 
     def add_non_pages(self, w: WarcWriter, first: dict[str, tuple[str, str, bytes]]) -> None:
         url0, rid0, _ = first["libraries"]
@@ -710,7 +708,7 @@ class SampleBuilder:
         w.response(url, broken)
         self.cases.append(dropped(w.filename, url, "broken-http-header",
                                   "a response whose HTTP status line and headers are garbage", "read",
-                                  ["damaged:", "http-status:"]))
+                                  ["bad-http", "damaged:", "http-status:"]))
 
     def fill_encoding_crawl(self, w: WarcWriter) -> None:
         """GBK / GB18030 / Big5 pages with the charset in the HTTP header only, in <meta> only, or nowhere."""
@@ -820,7 +818,7 @@ class SampleBuilder:
                           "zh", must, must_not)))
         rows.append(('{"id": "wudao-sample-0005", "title": "被截断的记录", "content": "这一行不是合法的JSON，'
                      "引号没有闭合", dropped(JSONL, "", "jsonl-bad-json", "a line that is not valid JSON", "read",
-                                          ["damaged:"], line=5)))
+                                          ["bad-json", "damaged:"], line=5)))
         pii = self.zh["jsonl-zh-pii"]
         planted = {"PHONE": ["13987654321"], "EMAIL": ["thanks.family@qq.com"], "QQ": ["50837261"]}
         rows.append((record(6, pii.title, body(pii), "博客"),
@@ -829,8 +827,8 @@ class SampleBuilder:
                           [v for vs in planted.values() for v in vs], planted=planted)))
         bad(7, spam.title, body(spam), "jsonl-spam-zh", "a record stuffed with spam word-list terms", "filter",
             ["wordlist:"], lang="zh")
-        bad(8, "空白文章", "", "jsonl-empty-content", "a record whose content is empty", "extract",
-            ["extract-", "damaged:"])
+        bad(8, "空白文章", "", "jsonl-empty-content", "a record whose content is empty", "read",
+            ["no-text", "extract-", "damaged:"])
         good(9, self.zh["jsonl-zh-3"], "zh", "新闻", "jsonl-zh")
         good(10, self.en["jsonl-en-letters"], "en", "blog", "jsonl-en")
         bad(11, "详情", "点击查看详情。", "jsonl-too-short-zh", "a record of one short sentence", "filter",

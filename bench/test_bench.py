@@ -1,0 +1,190 @@
+"""Tests of the benchmark's own machinery: the WARC input generator, the datatrove stats summary, the
+record counting and the report. Run: /tmp/venv/bin/python -m pytest bench/test_bench.py -q
+
+They need no datatrove venv; the generator tests read the real corpus samples (skipped without them).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import datatrove_pipeline  # noqa: E402
+import make_warc  # noqa: E402
+import throughput  # noqa: E402
+
+SAMPLES = make_warc.DEFAULT_SAMPLES
+needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"corpus samples not found at {SAMPLES}")
+
+
+def test_http_block_carries_meta_charset_and_exact_length():
+    html = '<html><head><meta charset="GB2312"></head><body>中文</body></html>'.encode("gb2312")
+    block = make_warc.http_response_block(html)
+    head, body = block.split(b"\r\n\r\n", 1)
+    assert body == html
+    assert b"Content-Type: text/html; charset=gb2312" in head
+    assert f"Content-Length: {len(html)}".encode() in head
+    assert b"charset" not in make_warc.http_response_block(b"<html><body>x</body></html>").split(b"\r\n\r\n")[0]
+
+
+def test_warc_record_round_trips_through_the_reader(tmp_path):
+    block = make_warc.http_response_block(b"<p>hello</p>")
+    data = make_warc.response_record("https://a.example/x?y=1", block, "00000000-0000-0000-0000-000000000001",
+                                     [("WARC-Identified-Payload-Type", "text/html")])
+    path = tmp_path / "one.warc.gz"
+    path.write_bytes(gzip.compress(data) + gzip.compress(data))
+    records = make_warc.read_warc_records(path)
+    assert len(records) == 2
+    headers, got = records[0]
+    assert got == block
+    assert headers["WARC-Type"] == "response"
+    assert headers["WARC-Target-URI"] == "https://a.example/x?y=1"
+    assert int(headers["Content-Length"]) == len(block)
+
+
+def test_reader_rejects_truncated_and_garbage_input(tmp_path):
+    data = make_warc.response_record("https://a.example/", make_warc.http_response_block(b"<p>x</p>"), "id")
+    truncated = tmp_path / "t.warc"
+    truncated.write_bytes(data[:-20])
+    with pytest.raises(ValueError, match="truncated"):
+        make_warc.read_warc_records(truncated)
+    garbage = tmp_path / "g.warc"
+    garbage.write_bytes(b"not a warc\r\n")
+    with pytest.raises(ValueError, match="WARC version"):
+        make_warc.read_warc_records(garbage)
+
+
+@pytest.mark.parametrize("url, copy, expected", [
+    ("https://a.example/p", 0, "https://a.example/p"),
+    ("https://a.example/p", 3, "https://a.example/p?bench_copy=3"),
+    ("https://a.example/p?q=1#top", 2, "https://a.example/p?q=1&bench_copy=2#top"),
+])
+def test_copy_url(url, copy, expected):
+    assert make_warc.copy_url(url, copy) == expected
+
+
+def test_plan_uses_whole_passes_and_unique_urls():
+    pages = [make_warc.SourcePage(f"https://a.example/{i}", b"", "x") for i in range(7)]
+    plan = make_warc.plan_records(pages, 30, seed=5)
+    assert len(plan) == 30
+    urls = [make_warc.copy_url(page.url, copy) for page, copy in plan]
+    assert len(set(urls)) == 30
+    for copy in range(4):   # each full pass holds every page exactly once
+        assert sorted(p.url for p, c in plan if c == copy) == sorted(p.url for p in pages)
+    assert plan == make_warc.plan_records(pages, 30, seed=5)
+    assert plan != make_warc.plan_records(pages, 30, seed=6)
+    with pytest.raises(ValueError):
+        make_warc.plan_records(pages, 0, seed=0)
+    with pytest.raises(ValueError):
+        make_warc.plan_records([], 5, seed=0)
+
+
+@needs_samples
+def test_build_input_writes_every_source_and_is_reproducible(tmp_path):
+    manifest = make_warc.build_input(tmp_path / "a", docs=190, shards=3, seed=0, samples=SAMPLES)
+    assert manifest["responses"] == 190
+    assert manifest["distinct_pages"] == 181            # 120 English + 39 Chinese pages + 22 dolma responses
+    assert set(manifest["by_origin"]) == {"article-extraction-benchmark", "magic-html-zh", "dolma-warc"}
+    assert sum(s["responses"] for s in manifest["shards"]) == 190
+    uris = []
+    for shard in manifest["shards"]:
+        records = make_warc.read_warc_records(tmp_path / "a" / shard["file"])
+        assert records[0][0]["WARC-Type"] == "warcinfo"
+        responses = [(h, b) for h, b in records if h["WARC-Type"] == "response"]
+        assert len(responses) == shard["responses"]
+        assert all(b.startswith(b"HTTP/1.") for _, b in responses)
+        uris += [h["WARC-Target-URI"] for h, _ in responses]
+    assert len(set(uris)) == 190
+    again = make_warc.build_input(tmp_path / "b", docs=190, shards=3, seed=0, samples=SAMPLES)
+    for shard in manifest["shards"]:
+        assert (tmp_path / "a" / shard["file"]).read_bytes() == (tmp_path / "b" / shard["file"]).read_bytes()
+    assert again["shards"] == manifest["shards"]
+
+
+@needs_samples
+def test_build_input_reuses_a_finished_input_and_redoes_a_damaged_one(tmp_path):
+    manifest = make_warc.build_input(tmp_path, docs=20, shards=2, samples=SAMPLES)
+    first = tmp_path / manifest["shards"][0]["file"]
+    stamp = first.stat().st_mtime_ns
+    make_warc.build_input(tmp_path, docs=20, shards=2, samples=SAMPLES)
+    assert first.stat().st_mtime_ns == stamp
+    first.write_bytes(b"damaged")
+    make_warc.build_input(tmp_path, docs=20, shards=2, samples=SAMPLES)
+    assert first.stat().st_size == manifest["shards"][0]["bytes"]
+
+
+def test_load_source_pages_names_missing_samples(tmp_path):
+    with pytest.raises(FileNotFoundError, match="corpus samples"):
+        make_warc.load_source_pages(tmp_path)
+
+
+def test_summarize_reads_datatrove_stats_including_empty_steps():
+    stats = [
+        {"name": "READER: Warc", "time_stats": {"total": 0.5}, "stats": {"documents": {"total": 198, "n": 2}}},
+        {"name": "EXTRAC: Trafilatura", "time_stats": {"total": 12.0},
+         "stats": {"total": 198, "dropped": 2, "timeout": 1}},
+        {"name": "FILTER: Language ID", "time_stats": 0, "stats": {}},
+        {"name": "WRITER: Jsonl", "time_stats": {"total": 0.1}, "stats": {"total": 111, "XXXXX.jsonl.gz": 111}},
+    ]
+    summary = datatrove_pipeline.summarize(stats)
+    assert summary["docs_read"] == 198
+    assert summary["docs_written"] == 111
+    assert summary["steps"][1] == {"name": "EXTRAC: Trafilatura", "time_s": 12.0,
+                                   "stats": {"total": 198, "dropped": 2, "timeout": 1}}
+    assert summary["steps"][2]["time_s"] == 0
+    assert datatrove_pipeline.summarize([]) == {"docs_read": 0, "docs_written": 0, "steps": []}
+
+
+def test_count_jsonl_gz_records_skips_rejects_and_blank_lines(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "rejects").mkdir()
+    (tmp_path / "corpus" / "part-0.jsonl.gz").write_bytes(gzip.compress(b'{"a":1}\n{"a":2}\n\n'))
+    (tmp_path / "corpus" / "part-1.jsonl.gz").write_bytes(gzip.compress(b'{"a":3}\n'))
+    (tmp_path / "rejects" / "part-0.jsonl.gz").write_bytes(gzip.compress(b'{"r":1}\n' * 5))
+    assert throughput.count_jsonl_gz_records(tmp_path) == 3
+
+
+def test_report_ratios_compare_same_worker_counts():
+    rows = [
+        throughput.Measurement("datatrove, 1 worker", 100, 50, wall_s=10.0, cpu_s=10.0),
+        throughput.Measurement("wudao text, 1 worker", 100, 60, wall_s=5.0, cpu_s=4.0),
+        throughput.Measurement("datatrove, 2 workers", 100, 50, wall_s=6.0, cpu_s=12.0),
+        throughput.Measurement("wudao text, 2 workers", 100, 60, wall_s=3.0, cpu_s=5.0, notes=["n1"]),
+    ]
+    manifest = {"responses": 100, "distinct_pages": 9, "by_origin": {"x": 100},
+                "shards": [{"file": "f", "responses": 100, "bytes": 2_000_000}]}
+    report = throughput.render_table(rows, manifest, "python bench/throughput.py", ["a note"])
+    table = [line for line in report.splitlines() if line.startswith("| ") and "docs in" not in line]
+    assert table == [
+        "| datatrove, 1 worker | 100 | 50 | 10.0 | 10.0 | 10.0 | 10.0 | 1.00x |",
+        "| wudao text, 1 worker | 100 | 60 | 5.0 | 4.0 | 25.0 | 20.0 | 2.50x |",
+        "| datatrove, 2 workers | 100 | 50 | 6.0 | 12.0 | 8.3 | 16.7 | 1.00x |",
+        "| wudao text, 2 workers | 100 | 60 | 3.0 | 5.0 | 20.0 | 33.3 | 2.40x |",
+    ]
+    assert "python bench/throughput.py" in report and "- a note" in report and "- n1" in report
+
+
+def test_ratio_is_na_without_a_datatrove_row_and_zero_cpu_is_safe():
+    rows = [throughput.Measurement("wudao text, 1 worker", 10, 5, wall_s=0.0, cpu_s=0.0)]
+    manifest = {"responses": 10, "distinct_pages": 1, "by_origin": {}, "shards": []}
+    line = [l for l in throughput.render_table(rows, manifest, "c", []).splitlines() if l.startswith("| wudao")][0]
+    assert line == "| wudao text, 1 worker | 10 | 5 | 0.0 | 0.0 | 0.0 | 0.0 | n/a |"
+
+
+def test_timed_run_counts_cpu_of_orphaned_grandchildren(tmp_path):
+    throughput.become_subreaper()
+    # The child starts a CPU-burning grandchild and exits at once; the grandchild is orphaned.
+    burn = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.6: pass\n"
+    child = f"import subprocess,sys\nsubprocess.Popen([sys.executable,'-c',{burn!r}])\n"
+    timing = throughput.timed_run([sys.executable, "-c", child], dict(), tmp_path / "log", timeout_s=60)
+    assert timing.cpu_s >= 0.6
+
+
+def test_timed_run_reports_failures_with_the_log(tmp_path):
+    with pytest.raises(throughput.RunFailed, match="boom"):
+        throughput.timed_run([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"],
+                             dict(), tmp_path / "log", timeout_s=60)
