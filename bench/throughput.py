@@ -58,6 +58,15 @@ BUNDLED_LID_MODEL = REPO / "cleaners" / "data" / "lid" / "lid_zh_en.ftz"
 WORK = BENCH / "work"
 RESULTS = BENCH / "results" / "throughput.md"
 PR_SET_CHILD_SUBREAPER = 36
+DATATROVE_SETUP_NOTES = [
+    "datatrove runs its FineWeb recipe (examples/fineweb.py) without URLFilter and exclusion writers; "
+    "Trafilatura(favour_precision=True, deduplicate=False): datatrove's default deduplicate=True blanks "
+    "paragraphs it has seen before, which on this input of repeated pages emptied about half of them "
+    "(see bench/datatrove_pipeline.py); trafilatura's default, used by the wudao side, is False",
+    "datatrove's Gopher/C4/FineWeb filters are English-configured (spaCy blank 'en' word splitting) and see "
+    "the Chinese pages too; the wudao recipe routes rules per language, so docs kept differ by design",
+    "docs in = WARC response records in the input, the same for both sides; docs/s per core = docs in / CPU s",
+]
 
 
 @dataclass
@@ -337,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         notes += [lid_note] if lid_note else []
         notes.append(f"datatrove's LanguageFilter ran fastText model {lid_model.name} (installed where datatrove "
                      "caches lid.176.bin, which cannot be downloaded here), keeping " + args.languages)
+        notes += DATATROVE_SETUP_NOTES
     for workers in (1, 2):
         if dt_python is not None:
             rows.append(run_datatrove(dt_python, input_dir, manifest["responses"], workers, lid_model,

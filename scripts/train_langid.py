@@ -4,7 +4,7 @@
     python scripts/train_langid.py --samples ../shared/corpus-samples --output cleaners/data/lid/lid_zh_en.ftz
 
 Data (sources and licences in `cleaners/data/lid/README.md`): Chinese from chinese-poetry (simplified and
-traditional), THUCNews headlines, WuDao-format records and LCCC / KdConv dialogues; English from Tiny
+traditional), WuDao-format records and LCCC / KdConv dialogues; English from Tiny
 Shakespeare, FlagAI wiki paragraphs, data-juicer samples and ChatAlpaca; Spanish / Portuguese from the
 StackExchange sample (labelled by stop-word vote); other languages from pseudo-sentences drawn from the
 justext stop-word lists (frequency-ranked, sampled Zipf-like) plus hand-written sentences
@@ -105,14 +105,6 @@ def _poetry(samples: Path) -> Iterator[Example]:
                     n += 1
                 else:
                     stack.extend(v for v in node.values() if isinstance(v, (list, dict)))
-
-
-def _thucnews(samples: Path) -> Iterator[Example]:
-    path = samples / "zh_text" / "thucnews_titles" / "test.txt"
-    for i, line in enumerate(path.read_text("utf-8").splitlines()):
-        title = line.rsplit("\t", 1)[0].strip()
-        if title:
-            yield Example("zh", f"thucnews#{i}", title)
 
 
 def _jsonl_texts(path: Path) -> Iterator[tuple[int, str]]:
@@ -263,7 +255,7 @@ def build_examples(samples: str | Path, seed: int = SEED) -> list[Example]:
     samples = Path(samples)
     rng = random.Random(seed)
     examples: list[Example] = []
-    for source in (_poetry, _thucnews, _wudao, _dialogues, _english, _stack_exchange):
+    for source in (_poetry, _wudao, _dialogues, _english, _stack_exchange):
         examples.extend(source(samples))
     examples.extend(_synthetic(rng))
     examples.extend(_handwritten())

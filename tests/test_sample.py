@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "pipelines" / "data" / "sample"
 BUILD = REPO / "scripts" / "build_sample.py"
 REASON_VOCABULARY = ("lang:", "wordlist:", "gopher-", "c4-", "fineweb-", "zh-", "extract-", "http-status:",
-                     "non-html", "damaged:")
+                     "non-html", "damaged:", "bad-http", "bad-json", "no-text")
 STAGES = ("read", "extract", "language", "filter")
 
 
