@@ -6,7 +6,7 @@ They need no datatrove venv; the generator tests read the real corpus samples (s
 from __future__ import annotations
 
 import gzip
-import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +18,17 @@ import make_warc  # noqa: E402
 import throughput  # noqa: E402
 
 SAMPLES = make_warc.DEFAULT_SAMPLES
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"corpus samples not found at {SAMPLES}")
+
+
+@pytest.fixture
+def samples() -> Path:
+    """The real corpus samples (as tests/conftest.py's `corpus_samples`: skip without them, fail under CI)."""
+    if not SAMPLES.is_dir():
+        message = f"real corpus samples not found at {SAMPLES}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return SAMPLES
 
 
 def test_http_block_carries_meta_charset_and_exact_length():
@@ -83,9 +93,8 @@ def test_plan_uses_whole_passes_and_unique_urls():
         make_warc.plan_records([], 5, seed=0)
 
 
-@needs_samples
-def test_build_input_writes_every_source_and_is_reproducible(tmp_path):
-    manifest = make_warc.build_input(tmp_path / "a", docs=190, shards=3, seed=0, samples=SAMPLES)
+def test_build_input_writes_every_source_and_is_reproducible(tmp_path, samples):
+    manifest = make_warc.build_input(tmp_path / "a", docs=190, shards=3, seed=0, samples=samples)
     assert manifest["responses"] == 190
     assert manifest["distinct_pages"] == 181            # 120 English + 39 Chinese pages + 22 dolma responses
     assert set(manifest["by_origin"]) == {"article-extraction-benchmark", "magic-html-zh", "dolma-warc"}
@@ -99,21 +108,20 @@ def test_build_input_writes_every_source_and_is_reproducible(tmp_path):
         assert all(b.startswith(b"HTTP/1.") for _, b in responses)
         uris += [h["WARC-Target-URI"] for h, _ in responses]
     assert len(set(uris)) == 190
-    again = make_warc.build_input(tmp_path / "b", docs=190, shards=3, seed=0, samples=SAMPLES)
+    again = make_warc.build_input(tmp_path / "b", docs=190, shards=3, seed=0, samples=samples)
     for shard in manifest["shards"]:
         assert (tmp_path / "a" / shard["file"]).read_bytes() == (tmp_path / "b" / shard["file"]).read_bytes()
     assert again["shards"] == manifest["shards"]
 
 
-@needs_samples
-def test_build_input_reuses_a_finished_input_and_redoes_a_damaged_one(tmp_path):
-    manifest = make_warc.build_input(tmp_path, docs=20, shards=2, samples=SAMPLES)
+def test_build_input_reuses_a_finished_input_and_redoes_a_damaged_one(tmp_path, samples):
+    manifest = make_warc.build_input(tmp_path, docs=20, shards=2, samples=samples)
     first = tmp_path / manifest["shards"][0]["file"]
     stamp = first.stat().st_mtime_ns
-    make_warc.build_input(tmp_path, docs=20, shards=2, samples=SAMPLES)
+    make_warc.build_input(tmp_path, docs=20, shards=2, samples=samples)
     assert first.stat().st_mtime_ns == stamp
     first.write_bytes(b"damaged")
-    make_warc.build_input(tmp_path, docs=20, shards=2, samples=SAMPLES)
+    make_warc.build_input(tmp_path, docs=20, shards=2, samples=samples)
     assert first.stat().st_size == manifest["shards"][0]["bytes"]
 
 
