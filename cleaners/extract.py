@@ -64,7 +64,8 @@ def extract_html(html: bytes | str, url: str | None = None, **options: Any) -> E
     the comment section follows the main text, as in `trafilatura.extract`. The title is trafilatura's
     own title heuristic (a single <h1>, og/meta title, then <title> without the site name); full
     metadata extraction is skipped because its date search tripled the time per Chinese page.
-    Text is NFC-normalized, as `trafilatura.extract` does.
+    Text is NFC-normalized, as `trafilatura.extract` does. A first line that repeats the title is dropped
+    (measured: F1 0.9755 -> 0.977 English, 0.957 -> 0.961 Chinese articles; see bench/results/extraction.md).
     """
     settings = {**DEFAULT_OPTIONS, **options}
     tree = load_html(html)
@@ -78,8 +79,12 @@ def extract_html(html: bytes | str, url: str | None = None, **options: Any) -> E
         text = f"{text}\n{document.comments.strip()}".strip()  # as trafilatura.extract joins them
     if not text:
         return None
-    title = extract_title(tree) or ""
-    return ExtractResult(title=unicodedata.normalize("NFC", title.strip()), text=unicodedata.normalize("NFC", text))
+    title = unicodedata.normalize("NFC", (extract_title(tree) or "").strip())
+    text = unicodedata.normalize("NFC", text)
+    first_line, _, rest = text.partition("\n")
+    if title and rest.strip() and first_line.strip() == title:
+        text = rest.strip()  # the WuDao schema keeps the title in its own field, not again as line one
+    return ExtractResult(title=title, text=text)
 
 
 ExtractFunction = Callable[..., "ExtractResult | None"]

@@ -76,7 +76,7 @@ def raw_html(data: bytes, key: str = "file.warc.gz#100", **kw) -> RawPage:
 def test_extract_html_keeps_paragraphs_and_drops_boilerplate():
     result = extract_html(ARTICLE_EN)
     assert result.title == "River cleanup draws volunteers"
-    assert result.text == "\n".join(["River cleanup draws volunteers", *EN_PARAGRAPHS])
+    assert result.text == "\n".join(EN_PARAGRAPHS)  # the <h1> title is not repeated in the text
     for boilerplate in ("Home", "Sport", "Copyright", "Privacy policy", "Town Gazette"):
         assert boilerplate not in result.text
 
@@ -257,7 +257,7 @@ def test_extract_files_html_and_gz(tmp_path):
     broken.write_bytes(b"not gzip")
     rows = list(extract_files([plain, packed, empty, broken], timeout_s=5))
     assert rows[0] == {"file": str(plain), "title": "River cleanup draws volunteers",
-                       "text": "\n".join(["River cleanup draws volunteers", *EN_PARAGRAPHS])}
+                       "text": "\n".join(EN_PARAGRAPHS)}  # the <h1> title is not repeated in the text
     assert rows[1] == {"file": str(packed), "title": "城市公园完成改造", "text": "\n".join(ZH_PARAGRAPHS)}
     assert rows[2] == {"file": str(empty), "title": "", "text": "", "reason": "extract-empty"}
     assert rows[3]["reason"] == "read-error:BadGzipFile"
@@ -280,3 +280,15 @@ def test_real_chinese_article_matches_ground_truth(corpus_samples, extractor):
     gold_lines = [line.strip() for line in gold.splitlines() if line.strip()]
     got_lines = set(doc.text.splitlines())
     assert sum(line in got_lines for line in gold_lines) >= 0.8 * len(gold_lines)
+
+
+def test_title_is_not_repeated_as_the_first_line():
+    para = ("The river festival returned this weekend with boat races, music and food stalls along the bank. "
+            "Thousands of visitors walked the promenade until late in the evening, and the organisers said "
+            "the weather had been kinder than in any year they could remember.")
+    html = (f"<html><head><title>River festival returns</title></head><body><article><h1>River festival returns"
+            f"</h1><p>{para}</p><p>{para.replace('weekend', 'summer')}</p></article></body></html>")
+    result = extract_html(html)
+    assert result is not None and result.title == "River festival returns"
+    assert result.text.startswith("The river festival returned")
+    assert "River festival returns" not in result.text
