@@ -14,8 +14,9 @@ forced by running offline or chosen to match the wudao side:
     the wudao side uses, is False;
   * LanguageFilter keeps `--languages` (default en,zh, the wudao recipe's languages) instead of FineWeb's
     English; its fastText model is not lid.176 (no download possible here) but the model file given with
-    `--lid-model`, placed where datatrove's asset cache expects lid.176, so datatrove's own LanguageFilter
-    code loads and runs it unchanged;
+    `--lid-model`, placed where datatrove's asset cache expects lid.176, so datatrove's own code loads it.
+    Unless `--lid-raw-text`, the model is fed the normalised line it was trained on
+    (bench/datatrove_project_lid.py explains why); threshold and label handling stay datatrove's;
   * word/sentence splitting uses datatrove's default for English, spaCy's blank "en" pipeline (needs the
     spacy package, no model download). The Gopher/C4/FineWeb filters are English-configured, as in FineWeb:
     Chinese documents pass through them with English rules.
@@ -25,6 +26,7 @@ Prints one JSON object on the last line of stdout: documents read, kept, and dat
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import shutil
@@ -40,15 +42,16 @@ def install_lid_model(model: Path) -> str:
 
     folder = cached_assets_path(library_name="datatrove", namespace="lid", subfolder=FT176LID.MODEL_SUBFOLDER)
     target = os.path.join(folder, strip_protocol(FT176LID.MODEL_URL).replace("/", "_"))
-    if not (os.path.exists(target) and os.path.getsize(target) == model.stat().st_size
-            and os.path.exists(target + ".completed")):
+    if not (os.path.exists(target + ".completed") and os.path.exists(target)
+            and filecmp.cmp(model, target, shallow=False)):
         shutil.copyfile(model, target + ".tmp")
         os.replace(target + ".tmp", target)
         Path(target + ".completed").touch()
     return target
 
 
-def build_pipeline(input_dir: str, output_dir: str, languages: list[str], deduplicate: bool = False) -> list:
+def build_pipeline(input_dir: str, output_dir: str, languages: list[str], deduplicate: bool = False,
+                   lid_raw_text: bool = False) -> list:
     from datatrove.pipeline.extractors import Trafilatura
     from datatrove.pipeline.filters import (
         C4QualityFilter,
@@ -60,10 +63,15 @@ def build_pipeline(input_dir: str, output_dir: str, languages: list[str], dedupl
     from datatrove.pipeline.readers import WarcReader
     from datatrove.pipeline.writers.jsonl import JsonlWriter
 
+    language_filter = LanguageFilter(languages=languages)
+    if not lid_raw_text:
+        from datatrove_project_lid import ProjectModelLID
+
+        language_filter.model = ProjectModelLID(languages)
     return [
         WarcReader(input_dir, glob_pattern="*.warc.gz"),
         Trafilatura(favour_precision=True, deduplicate=deduplicate),
-        LanguageFilter(languages=languages),
+        language_filter,
         GopherRepetitionFilter(),
         GopherQualityFilter(),
         C4QualityFilter(filter_no_terminal_punct=False),
@@ -100,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--languages", default="en,zh")
     parser.add_argument("--trafilatura-deduplicate", action="store_true",
                         help="datatrove's default; blanks repeated paragraphs, so repeated input pages come out empty")
+    parser.add_argument("--lid-raw-text", action="store_true",
+                        help="feed the LID model datatrove's raw text (right for lid.176, not for our model)")
     parser.add_argument("--tasks", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
@@ -113,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     install_lid_model(args.lid_model)
     languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
     executor = LocalPipelineExecutor(
-        pipeline=build_pipeline(args.input, args.output, languages, args.trafilatura_deduplicate),
+        pipeline=build_pipeline(args.input, args.output, languages, args.trafilatura_deduplicate,
+                                args.lid_raw_text),
         tasks=args.tasks, workers=args.workers, logging_dir=args.logs,
     )
     executor.run()
