@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.setdefault(result.label, []).append(result)
                 print(f"done: {result.label}: {result.wall_s:.1f} s wall, {result.cpu_s:.1f} s CPU", file=sys.stderr)
     rows = [median_by_cpu(results) for results in runs.values()]
-    command = shlex.join([sys.executable, "bench/throughput.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join([".venv/bin/python", "bench/throughput.py", *(argv if argv is not None else sys.argv[1:])])
     versions = []
     if dt_python is not None:
         versions.append(f"datatrove side: {package_versions(dt_python, ['datatrove', 'trafilatura', 'spacy', 'fasttext-numpy2-wheel'])}")
