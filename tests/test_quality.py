@@ -183,3 +183,32 @@ def test_step_rejects_a_model_without_hq_label():
 def test_step_rejects_bad_params(kwargs):
     with pytest.raises(ValueError):
         QualityClassifier(**kwargs)
+
+
+def test_quality_train_command_and_the_step_in_a_pipeline_recipe(corpus_samples, tmp_path, capsys):
+    """`wudao quality train` writes a model that the recipe's `quality` step then uses inside `wudao text`."""
+    from pipelines.cli import main
+
+    positives = _positives(corpus_samples)
+    rng = random.Random(5)
+    _write_jsonl(tmp_path / "pos.jsonl", positives)
+    _write_jsonl(tmp_path / "neg.jsonl", [_spam(rng) for _ in range(len(positives))])
+    model = tmp_path / "q.bin"
+    assert main(["quality", "train", "--positive", str(tmp_path / "pos*.jsonl"),
+                 "--negative", str(tmp_path / "neg.jsonl"), "--output", str(model)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert model.is_file() and metrics["accuracy"] > 0.9
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"steps: [normalize, language, {{quality: {{model_path: '{model}', min_score: 0.5}}}}]\n")
+    corpus = tmp_path / "in.jsonl"
+    _write_jsonl(corpus, [positives[0], _spam(random.Random(9))])
+    assert main(["text", "--input", str(corpus), "--output", str(tmp_path / "out"), "--config", str(recipe)]) == 0
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    quality = next(s for s in stats["stages"] if s["stage"] == "quality")
+    assert quality["in"] == quality["out"] + quality["dropped"]
+    assert stats["totals"] == {"records_in": 2, "kept": 1, "dropped": 1}
+    with gzip.open(next((tmp_path / "out" / "corpus").glob("part-*.jsonl.gz")), "rt") as fh:
+        kept = [json.loads(line) for line in fh]
+    assert len(kept) == 1 and kept[0]["content"][:30] == positives[0].strip()[:30]
+    assert kept[0]["scores"]["quality"] >= 0.5
