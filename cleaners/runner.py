@@ -15,7 +15,6 @@ from cleaners.recipe import build_steps
 
 READ_STAGE = "read"
 EXTRACT_STAGE = "extract"
-WRITE_STAGE = "write"
 
 
 @dataclass
@@ -57,7 +56,7 @@ class RecipeRunner:
 
     def stages(self) -> list[str]:
         """Stage names in order, as they appear in stats.json."""
-        return [READ_STAGE, EXTRACT_STAGE, *self.stage_names, WRITE_STAGE]
+        return [READ_STAGE, EXTRACT_STAGE, *self.stage_names]
 
     def skip(self, key: str, source: str, reason: str, url: str = "") -> Outcome:
         """A record the reader could not turn into a page (non-HTML, request record, damage...)."""
@@ -100,8 +99,7 @@ class RecipeRunner:
                 c[ledger_key(stage, "count|" + kind)] += n
         doc.id = stable_hash(doc.url, doc.title, doc.text)
         out.record = to_wudao_record(doc)
-        c[ledger_key(WRITE_STAGE, "in")] += 1
-        c[ledger_key(WRITE_STAGE, "out")] += 1
+        out.record["_key"] = raw.key  # travels through the dedup stages for rejects/, never written
         return out
 
 

@@ -2,6 +2,7 @@
 
     wudao text --input GLOB [--input GLOB ...] --output DIR [--config recipe.yaml] [Beam options]
     wudao extract FILE...
+    wudao dedup --input GLOB --output DIR [--threshold 0.8] [--config recipe.yaml] [Beam options]
     wudao demo [--output DIR] [Beam options]
     wudao quality train --positive GLOB --negative GLOB --output FILE
 
@@ -57,6 +58,28 @@ def run_text(inputs: list[str], output: str, config_path: str | None, beam_args:
     return stats
 
 
+def run_dedup(inputs: list[str], output: str, config_path: str | None, threshold: float | None,
+              beam_args: list[str]) -> dict[str, Any]:
+    """Build and run the dedup stages on an existing corpus; return the stats it wrote."""
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+
+    from cleaners.recipe import load_recipe
+    from pipelines.dedup.corpus import build_dedup_pipeline
+
+    config = load_recipe(config_path)
+    if threshold is not None:
+        config.setdefault("dedup", {}).setdefault("minhash", {})["threshold"] = threshold
+    _clear_previous_outputs(output)
+    started = time.time()
+    with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
+        build_dedup_pipeline(pipeline, inputs, output, config)
+    with FileSystems.open(FileSystems.join(output, "stats.json")) as fh:
+        stats = json.loads(fh.read().decode("utf-8"))
+    stats["wall_seconds"] = round(time.time() - started, 2)
+    return stats
+
+
 def _clear_previous_outputs(output: str) -> None:
     """Remove part files of an earlier run in the same output folder, so stale shards never mix in."""
     from apache_beam.io.filesystems import FileSystems
@@ -81,8 +104,9 @@ def format_summary(stats: dict[str, Any], output: str) -> str:
             lines.append(f"  {stage['stage']}: {stage['dropped']} dropped")
             for reason, n in stage["dropped_by_reason"].items():
                 lines.append(f"      {n:6d}  {reason}")
-        for name, n in (stage.get("counts") or {}).items():
-            lines.append(f"  {stage['stage']}: {n} {name} replaced")
+        if stage.get("counts"):
+            counted = ", ".join(f"{name} {n}" for name, n in stage["counts"].items())
+            lines.append(f"  {stage['stage']}: counted {counted}")
     lines += [
         f"corpus:  {os.path.join(output, 'corpus')}",
         f"rejects: {os.path.join(output, 'rejects')}",
@@ -102,6 +126,12 @@ def sample_inputs() -> list[str]:
 
 def _cmd_text(args: argparse.Namespace, beam_args: list[str]) -> int:
     stats = run_text(args.input, args.output, args.config, beam_args)
+    print(format_summary(stats, args.output))
+    return 0
+
+
+def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
+    stats = run_dedup(args.input, args.output, args.config, args.threshold, beam_args)
     print(format_summary(stats, args.output))
     return 0
 
@@ -153,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--output", required=True, help="output folder: corpus/, rejects/, stats.json")
     text.add_argument("--config", help="recipe YAML merged over the default recipe")
     text.set_defaults(func=_cmd_text)
+
+    dedup = sub.add_parser("dedup", help="exact, URL, line and MinHash dedup of an existing JSONL/Parquet corpus")
+    dedup.add_argument("--input", action="append", required=True, help="JSONL(.gz) or Parquet glob; repeatable")
+    dedup.add_argument("--output", required=True, help="output folder: corpus/, rejects/, stats.json")
+    dedup.add_argument("--threshold", type=float, help="MinHash Jaccard threshold (default from the recipe: 0.8)")
+    dedup.add_argument("--config", help="recipe YAML merged over the default recipe (its dedup: section)")
+    dedup.set_defaults(func=_cmd_dedup)
 
     demo = sub.add_parser("demo", help="run the web-text pipeline on the embedded sample crawl")
     demo.add_argument("--output", default="wudao-demo", help="output folder (default ./wudao-demo)")

@@ -94,6 +94,11 @@ def to_json_line(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=False)
 
 
+def public_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """Drop the pipeline's private fields (`_key`, ...) before a record is written."""
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
 def corpus_parquet_schema():
     import pyarrow as pa
 
@@ -129,15 +134,48 @@ class WriteStats(beam.DoFn):
         yield stats
 
 
-def build_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str, config: dict[str, Any]) -> None:
-    """Add the web-text graph to `pipeline`."""
+WRITE_STAGE = "write"
+
+
+def _count_written(record: dict[str, Any]) -> dict[str, int]:
+    return {f"{WRITE_STAGE}|in": 1, f"{WRITE_STAGE}|out": 1}
+
+
+def write_outputs(kept: beam.PCollection, rejects: list, counts: list, output: str, config: dict[str, Any],
+                  stage_order: list[str], extra: dict[str, Any]) -> None:
+    """corpus/ (JSONL.gz or Parquet), rejects/ and stats.json for the kept records, rejects and ledger counts."""
     out_cfg = config.get("output") or {}
     fmt = out_cfg.get("format", "jsonl")
     if fmt not in ("jsonl", "parquet"):
         raise ValueError(f"output.format must be jsonl or parquet, got {fmt!r}")
     num_shards = int(out_cfg.get("num_shards", 0))
+    corpus_prefix = FileSystems.join(output, "corpus", "part")
+    kept = kept | "PublicFields" >> beam.Map(public_fields)
+    if fmt == "jsonl":
+        _ = (kept
+             | "CorpusJson" >> beam.Map(to_json_line)
+             | "WriteCorpus" >> beam.io.WriteToText(corpus_prefix, file_name_suffix=".jsonl.gz", num_shards=num_shards))
+    else:
+        _ = (kept
+             | "CorpusRows" >> beam.Map(_parquet_row)
+             | "WriteCorpus" >> beam.io.WriteToParquet(
+                 corpus_prefix, corpus_parquet_schema(), file_name_suffix=".parquet", num_shards=num_shards))
+    _ = (tuple(rejects) | "AllRejects" >> beam.Flatten()
+         | "RejectJson" >> beam.Map(to_json_line)
+         | "WriteRejects" >> beam.io.WriteToText(
+             FileSystems.join(output, REJECTS, "part"), file_name_suffix=".jsonl.gz", num_shards=num_shards))
+    written = kept | "CountWritten" >> beam.Map(_count_written)
+    _ = ((*counts, written) | "AllCounts" >> beam.Flatten()
+         | "SumCounts" >> beam.CombineGlobally(ledger.SumCounts())
+         | "WriteStats" >> beam.ParDo(WriteStats(output, [*stage_order, WRITE_STAGE], {**extra, "format": fmt})))
+
+
+def build_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str, config: dict[str, Any]) -> None:
+    """Add the web-text graph to `pipeline`: read, the fused recipe, the dedup stages, then the outputs."""
+    from pipelines.dedup.stages import apply_dedup, stage_names
+
     read_cfg = config.get("read") or {}
-    stage_order = RecipeRunner(config).stages()  # validates the recipe before anything runs
+    stage_order = RecipeRunner(config).stages() + stage_names(config)  # validates the recipe before anything runs
 
     files = (
         pipeline
@@ -151,30 +189,6 @@ def build_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str,
         | "SpreadRecords" >> beam.Reshuffle()
     )
     results = records | "Recipe" >> beam.ParDo(RunRecipe(config)).with_outputs(COUNTS, REJECTS, main="kept")
-
-    corpus_prefix = FileSystems.join(output, "corpus", "part")
-    if fmt == "jsonl":
-        _ = (
-            results.kept
-            | "CorpusJson" >> beam.Map(to_json_line)
-            | "WriteCorpus" >> beam.io.WriteToText(corpus_prefix, file_name_suffix=".jsonl.gz", num_shards=num_shards)
-        )
-    else:
-        _ = (
-            results.kept
-            | "CorpusRows" >> beam.Map(_parquet_row)
-            | "WriteCorpus" >> beam.io.WriteToParquet(
-                corpus_prefix, corpus_parquet_schema(), file_name_suffix=".parquet", num_shards=num_shards)
-        )
-    _ = (
-        results[REJECTS]
-        | "RejectJson" >> beam.Map(to_json_line)
-        | "WriteRejects" >> beam.io.WriteToText(
-            FileSystems.join(output, REJECTS, "part"), file_name_suffix=".jsonl.gz", num_shards=num_shards)
-    )
-    _ = (
-        results[COUNTS]
-        | "SumCounts" >> beam.CombineGlobally(ledger.SumCounts())
-        | "WriteStats" >> beam.ParDo(WriteStats(output, stage_order, {"inputs": inputs, "output": output,
-                                                                       "format": fmt}))
-    )
+    kept, dedup_rejects, dedup_counts = apply_dedup(results.kept, config)
+    write_outputs(kept, [results[REJECTS], *dedup_rejects], [results[COUNTS], *dedup_counts], output, config,
+                  stage_order, {"inputs": inputs, "output": output})

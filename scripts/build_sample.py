@@ -160,6 +160,12 @@ def nav_html(site: Site) -> str:
     return f'<nav class="main-nav"><ul>{items}</ul></nav>'
 
 
+# A sign-off line the sites put inside every full article: the per-record stages keep it (it is in the main
+# text), the line/paragraph dedup stage removes it because it repeats across many documents.
+SIGN_OFF = {"zh": "本文为本站原创内容，欢迎分享给身边的朋友，也欢迎在评论区留下你的想法。",
+            "en": "Thanks for reading. If you enjoyed this story, pass it on to a friend who might like it too."}
+
+
 def render_page(article: Article | None, site: Site, *, charset_meta: str | None, sidebar: list[tuple[str, str]],
                 published: str, author: str, http_equiv: bool = False) -> str:
     """A realistic article page: head, header with nav menu, main <article>, sidebar links and a footer."""
@@ -180,6 +186,8 @@ def render_page(article: Article | None, site: Site, *, charset_meta: str | None
                 body.append(f"<h2>{html.escape(para[3:])}</h2>")
             else:
                 body.append(f"<p>{html.escape(para)}</p>")
+        if len(article.paragraphs) >= 3:
+            body.append(f'<p class="sign-off">{SIGN_OFF["zh" if site.html_lang.startswith("zh") else "en"]}</p>')
     article_html = "<article>\n" + "\n".join(body) + "\n</article>" if body else ""
     side = "".join(f'<li><a href="{html.escape(u)}">{html.escape(t)}</a></li>' for t, u in sidebar)
     footer = "".join(f"<p>{html.escape(line)}</p>" for line in site.footer)
@@ -380,6 +388,8 @@ def kept(file: str, url: str, case: str, exercises: str, lang: str, must_contain
          must_not_contain: list[str], **extra: Any) -> dict[str, Any]:
     entry = {"file": file, "url": url, "case": case, "exercises": exercises, "expect": "kept", "lang": lang,
              "must_contain": must_contain, "must_not_contain": must_not_contain}
+    if url:  # pages carry the sites' sign-off line, which only the line/paragraph dedup stage removes
+        entry["removed_by_line_dedup"] = sorted(SIGN_OFF.values())
     entry.update(extra)
     return entry
 

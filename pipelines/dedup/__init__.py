@@ -1,0 +1,1 @@
+"""Global deduplication stages (Beam shuffles): exact, URL, line/paragraph and MinHash-LSH fuzzy."""

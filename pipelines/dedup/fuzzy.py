@@ -1,0 +1,174 @@
+"""Fuzzy deduplication with MinHash-LSH, clustered by distributed connected components.
+
+    records -> MinHash signatures, in batches (cleaners.minhash)
+            -> one key per LSH band; GroupByKey: documents sharing a bucket are candidates
+            -> candidate edges (bucket member -> the bucket's smallest id), verified by the signatures'
+               estimated Jaccard >= threshold (two joins: no bucket ever carries signatures)
+            -> connected components (pipelines.dedup.components: large-star / small-star rounds)
+            -> one representative per component: highest quality score, then smallest id
+            -> every other member is dropped as `minhash-duplicate-of:<representative id>`
+
+Every step is a shuffle or a per-element map; no step collects documents, edges or signatures into one
+worker. Bands x rows come from the recipe, or are chosen for the threshold as datasketch's MinHashLSH does
+(README: "Fuzzy dedup threshold curve").
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import apache_beam as beam
+import numpy as np
+from apache_beam import pvalue
+
+from pipelines.dedup.common import StageOutput, dropped_count, kept_count, quality_rank, reject_row
+
+REJECTS, COUNTS = "rejects", "counts"
+
+
+class _Sign(beam.DoFn):
+    """Signatures for a batch of records at once (datasketch bulk hashing, not one update per token)."""
+
+    def __init__(self, num_perm: int, seed: int, ngram_zh: int, ngram_en: int):
+        self.params = dict(num_perm=num_perm, seed=seed, ngram_zh=ngram_zh, ngram_en=ngram_en)
+        self.hasher = None
+
+    def setup(self) -> None:
+        from cleaners.minhash import MinHasher
+
+        self.hasher = MinHasher(**self.params)
+
+    def process(self, batch: list[dict[str, Any]]):
+        batch = [r for r in batch if (r.get("content") or "").strip()]
+        if not batch:
+            return
+        signatures = self.hasher.signatures([r["content"] for r in batch], [r.get("lang") or "" for r in batch])
+        for record, signature in zip(batch, signatures):
+            yield record["id"], np.asarray(signature, dtype=np.uint64).tobytes()
+
+
+def _band_entries(element: tuple[str, bytes], bands: int, rows: int):
+    from cleaners.minhash import band_keys
+
+    doc_id, signature = element
+    for key in band_keys(np.frombuffer(signature, dtype=np.uint64), bands, rows):
+        yield key, doc_id
+
+
+def _star_candidates(element: tuple[bytes, Iterable[str]]):
+    """A bucket's members become candidate edges to its smallest id (linear, not all pairs)."""
+    _, members = element
+    members = sorted(set(members))
+    for other in members[1:]:
+        yield other, members[0]
+
+
+def _first(values: Iterable[Any]) -> Any:
+    return next(iter(values), None)
+
+
+def _attach_other_signature(element):
+    other, grouped = element
+    signature = _first(grouped["sig"])
+    if signature is not None:
+        for anchor in grouped["anchor"]:
+            yield anchor, (other, signature)
+
+
+def _verified_edges(element, threshold: float):
+    from cleaners.minhash import estimate_jaccard
+
+    anchor, grouped = element
+    anchor_signature = _first(grouped["sig"])
+    if anchor_signature is not None:
+        mine = np.frombuffer(anchor_signature, dtype=np.uint64)
+        for other, signature in grouped["candidate"]:
+            if estimate_jaccard(mine, np.frombuffer(signature, dtype=np.uint64)) >= threshold:
+                yield anchor, other
+
+
+def _by_component(element):
+    """(node, {label, rank}) -> (label, (node, rank)): members of a component meet under its label."""
+    node, grouped = element
+    rank = _first(grouped["rank"])
+    for label in grouped["label"]:
+        yield label, (node, rank)
+
+
+def _choose_representative(element):
+    """Members of one component -> (member, representative) for every member but the representative."""
+    _, members = element
+    members = list(members)
+    keeper = min(members, key=lambda m: m[1])[0]
+    for node, _ in members:
+        if node != keeper:
+            yield node, keeper
+
+
+class _ApplyDrops(beam.DoFn):
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def process(self, element):
+        _, grouped = element
+        keepers = list(grouped["keeper"])
+        for record in grouped["record"]:
+            if keepers:
+                reason = f"minhash-duplicate-of:{keepers[0]}"
+                yield pvalue.TaggedOutput(COUNTS, dropped_count(self.stage, reason))
+                yield pvalue.TaggedOutput(REJECTS, reject_row(record, self.stage, reason))
+            else:
+                yield pvalue.TaggedOutput(COUNTS, kept_count(self.stage))
+                yield record
+
+
+class MinHashDedup(beam.PTransform):
+    """Drop near-duplicates: documents whose estimated Jaccard similarity reaches `threshold` with another
+    document of their cluster, keeping one representative per cluster."""
+
+    def __init__(self, stage: str = "minhash_dedup", threshold: float = 0.8, num_perm: int = 128,
+                 bands: int | None = None, rows: int | None = None, ngram_zh: int = 5, ngram_en: int = 5,
+                 verify: bool = True, max_rounds: int = 12, seed: int = 1, batch_size: int = 256):
+        super().__init__()
+        from cleaners.minhash import optimal_bands
+
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"minhash threshold must be in (0, 1], got {threshold}")
+        if (bands is None) != (rows is None):
+            raise ValueError("give both bands and rows, or neither (then they are chosen for the threshold)")
+        if bands is None:
+            bands, rows = optimal_bands(threshold, num_perm)
+        if bands * rows > num_perm:
+            raise ValueError(f"bands x rows ({bands} x {rows}) exceeds num_perm ({num_perm})")
+        self.stage, self.threshold, self.bands, self.rows = stage, threshold, bands, rows
+        self.sign = _Sign(num_perm, seed, ngram_zh, ngram_en)
+        self.verify, self.max_rounds, self.batch_size = verify, max_rounds, batch_size
+
+    def expand(self, records: beam.PCollection) -> StageOutput:
+        from pipelines.dedup.components import ConnectedComponents
+
+        bands, rows, threshold = self.bands, self.rows, self.threshold
+        signatures = (records
+                      | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=self.batch_size)
+                      | "Sign" >> beam.ParDo(self.sign))
+        candidates = (signatures
+                      | "Bands" >> beam.FlatMap(_band_entries, bands, rows)
+                      | "Buckets" >> beam.GroupByKey()
+                      | "Candidates" >> beam.FlatMap(_star_candidates)
+                      | "DistinctCandidates" >> beam.Distinct())
+        if self.verify:
+            with_other = ({"sig": signatures, "anchor": candidates} | "JoinOther" >> beam.CoGroupByKey()
+                          | "OtherSignature" >> beam.FlatMap(_attach_other_signature))
+            edges = ({"sig": signatures, "candidate": with_other} | "JoinAnchor" >> beam.CoGroupByKey()
+                     | "Verify" >> beam.FlatMap(_verified_edges, threshold))
+        else:
+            edges = candidates | "Unverified" >> beam.Map(lambda kv: (kv[1], kv[0]))
+        labels = edges | "Components" >> ConnectedComponents(max_rounds=self.max_rounds)
+        ranks = records | "Rank" >> beam.Map(lambda r: (r["id"], quality_rank(r)))
+        drops = (({"label": labels, "rank": ranks} | "JoinRank" >> beam.CoGroupByKey())
+                 | "ByComponent" >> beam.FlatMap(_by_component)
+                 | "GroupComponents" >> beam.GroupByKey()
+                 | "Representative" >> beam.FlatMap(_choose_representative))
+        keyed = records | "KeyById" >> beam.Map(lambda r: (r["id"], r))
+        applied = (({"record": keyed, "keeper": drops} | "JoinDrops" >> beam.CoGroupByKey())
+                   | "Apply" >> beam.ParDo(_ApplyDrops(self.stage)).with_outputs(REJECTS, COUNTS, main="kept"))
+        return StageOutput(applied.kept, applied[REJECTS], applied[COUNTS])
