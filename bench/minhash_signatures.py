@@ -1,7 +1,7 @@
 """MinHash signature throughput: ours (`cleaners.minhash.MinHasher.signatures`) against datasketch with one
 `update()` per shingle and against datatrove 0.10.1's `MinhashDedupSignature`, on the same documents.
 
-    .venv/bin/python bench/minhash_signatures.py                  # about 6 minutes on 2 cores
+    .venv/bin/python bench/minhash_signatures.py                  # about 7 CPU-minutes
     .venv/bin/python bench/minhash_signatures.py --docs 500 --repeat 1 --no-datatrove
 
 Documents: the real texts in ../shared/corpus-samples (en_text: data-juicer JSONL, the FlagAI text file,
