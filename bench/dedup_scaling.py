@@ -51,7 +51,7 @@ MODES = {"multi": ["--direct_running_mode=multi_processing", "--direct_num_worke
 def footer(site: int, lang: str) -> str:
     """The boilerplate line of a site (line dedup's target: it repeats on every page of the site that has it)."""
     if lang == "zh":
-        return f"版权所有 © 2009-2023 站点{site}网 保留所有权利 未经许可不得转载 京ICP备{100000 + site}号"
+        return f"版权所有 © 2009-2023 站点{site}网 保留所有权利 未经许可不得转载 京ICP备{100000 + site}号"  # noqa: E501
     return f"Copyright © 2009-2023 Site {site} Media Group. All rights reserved. Privacy Policy | Terms of Use"
 
 
@@ -141,6 +141,14 @@ def descendants(root: int) -> list[int]:
     return out
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
 def cpu_ticks(pids: list[int]) -> dict[int, int]:
     """Own utime + stime of each process in clock ticks, from /proc/<pid>/stat (children's not included, so a
     tree's sum counts each process once; time after the last poll of a process is missed)."""
@@ -155,16 +163,21 @@ def cpu_ticks(pids: list[int]) -> dict[int, int]:
     return out
 
 
-def rss_bytes(pids: list[int]) -> int:
+def rss_by_pid(pids: list[int]) -> dict[int, int]:
+    """Resident bytes of each process still alive."""
     page = os.sysconf("SC_PAGE_SIZE")
-    total = 0
+    out = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/statm") as fh:
-                total += int(fh.read().split()[1]) * page
+                out[pid] = int(fh.read().split()[1]) * page
         except (OSError, IndexError, ValueError):
             continue
-    return total
+    return out
+
+
+def rss_bytes(pids: list[int]) -> int:
+    return sum(rss_by_pid(pids).values())
 
 
 @dataclass
@@ -177,6 +190,8 @@ class Measurement:
     max_process_rss_mb: float
     returncode: int
     polled_cpu_s: float = 0.0
+    runner_rss_mb: float = 0.0        # peak of the command's process: with FnApiRunner, the runner and its shuffles
+    worker_rss_mb: float = 0.0        # peak of any one process below it (multi_processing SDK workers)
     stats: dict = field(default_factory=dict)
 
     @property
@@ -197,11 +212,16 @@ def measure(cmd: list[str], label: str, docs: int, log: Path, poll_s: float = 0.
         started = time.time()
         proc = subprocess.Popen([sys.executable, "-c", _WRAPPER, str(usage), *cmd], cwd=REPO, stdout=out,
                                 stderr=subprocess.STDOUT)
-        peak, ticks = 0, {}
+        peak, ticks, per_pid, command_pid = 0, {}, {}, None
         while proc.poll() is None:
             tree = descendants(proc.pid)
-            peak = max(peak, rss_bytes(tree))
+            sizes = rss_by_pid(tree)
+            peak = max(peak, sum(sizes.values()))
+            for pid, size in sizes.items():
+                per_pid[pid] = max(per_pid.get(pid, 0), size)
             ticks.update(cpu_ticks(tree))
+            children = [pid for pid in tree if pid != proc.pid and _parent(pid) == proc.pid]
+            command_pid = children[0] if children else command_pid     # the wrapper's only child: the command
             if time.time() - started > timeout_s:
                 proc.kill()
                 break
@@ -209,8 +229,10 @@ def measure(cmd: list[str], label: str, docs: int, log: Path, poll_s: float = 0.
         proc.wait()
         wall = time.time() - started
     rusage = json.loads(usage.read_text()) if usage.exists() else {"cpu_s": 0.0, "maxrss_kb": 0}
+    others = [size for pid, size in per_pid.items() if pid not in (proc.pid, command_pid)]
     return Measurement(label, docs, wall, rusage["cpu_s"], peak / 2**20, rusage["maxrss_kb"] / 1024,
-                       proc.returncode, polled_cpu_s=sum(ticks.values()) / os.sysconf("SC_CLK_TCK"))
+                       proc.returncode, polled_cpu_s=sum(ticks.values()) / os.sysconf("SC_CLK_TCK"),
+                       runner_rss_mb=per_pid.get(command_pid, 0) / 2**20, worker_rss_mb=max(others, default=0) / 2**20)
 
 
 def stage_drops(stats: dict) -> dict[str, int]:
@@ -218,28 +240,37 @@ def stage_drops(stats: dict) -> dict[str, int]:
     return {s.get("stage", s.get("name", "?")): int(s.get("dropped", 0)) for s in stats.get("stages", [])}
 
 
+def _ratio(b: float, a: float) -> str:
+    return f"{b / a:.2f}" if a else "-"
+
+
 def render_report(rows: list[Measurement], corpora: dict[int, dict], command: str, notes: list[str]) -> str:
     lines = ["# `wudao dedup` from 10k to 100k documents (all stages)", "", "```", command, "```", "",
-             "| run | docs | text MB | wall s | docs/s | CPU s (rusage / polled) | docs per CPU s | peak RSS, process tree MB "
-             "| largest process MB | kept | dropped by stage |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| run | docs | text MB | wall s | docs/s | CPU s (rusage / polled) | docs per CPU s "
+             "| peak RSS, process tree MB "
+             "| largest process MB | runner process MB | largest worker MB | kept | dropped by stage |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in rows:
         totals = m.stats.get("totals", {})
         drops = ", ".join(f"{k} {v}" for k, v in stage_drops(m.stats).items() if v) or "-"
         status = "" if m.returncode == 0 else f" (FAILED rc {m.returncode})"
         lines.append(f"| {m.label}{status} | {m.docs} | {corpora[m.docs]['text_bytes'] / 1e6:.1f} | {m.wall_s:.1f} "
-                     f"| {m.docs_per_s:.0f} | {m.cpu_s:.1f} / {m.polled_cpu_s:.1f} | {m.docs_per_cpu_s:.0f} | {m.peak_tree_rss_mb:.0f} "
-                     f"| {m.max_process_rss_mb:.0f} | {totals.get('kept', '?')} | {drops} |")
+                     f"| {m.docs_per_s:.0f} | {m.cpu_s:.1f} / {m.polled_cpu_s:.1f} | {m.docs_per_cpu_s:.0f} "
+                     f"| {m.peak_tree_rss_mb:.0f} "
+                     f"| {m.max_process_rss_mb:.0f} | {m.runner_rss_mb:.0f} | {m.worker_rss_mb:.0f} "
+                     f"| {totals.get('kept', '?')} | {drops} |")
     lines += ["", "Growth from the smallest to the largest corpus, per mode (linear time would be the docs ratio):",
-              "", "| mode | docs ratio | wall ratio | CPU ratio | peak tree RSS ratio | largest process RSS ratio |",
-              "|---|---|---|---|---|---|"]
+              "", "| mode | docs ratio | wall ratio | CPU ratio | peak tree RSS ratio | largest process RSS ratio "
+              "| runner RSS ratio | largest worker RSS ratio |",
+              "|---|---|---|---|---|---|---|---|"]
     for mode in sorted({m.label for m in rows}):
         ok = sorted((m for m in rows if m.label == mode and m.returncode == 0), key=lambda m: m.docs)
         if len(ok) >= 2:
             a, b = ok[0], ok[-1]
             lines.append(f"| {mode} | {b.docs / a.docs:.1f} | {b.wall_s / a.wall_s:.2f} | {b.cpu_s / a.cpu_s:.2f} "
                          f"| {b.peak_tree_rss_mb / a.peak_tree_rss_mb:.2f} "
-                         f"| {b.max_process_rss_mb / a.max_process_rss_mb:.2f} |")
+                         f"| {b.max_process_rss_mb / a.max_process_rss_mb:.2f} "
+                         f"| {_ratio(b.runner_rss_mb, a.runner_rss_mb)} | {_ratio(b.worker_rss_mb, a.worker_rss_mb)} |")
     lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
@@ -270,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
             stats_path = output / "stats.json"
             m.stats = json.loads(stats_path.read_text()) if m.returncode == 0 and stats_path.exists() else {}
             rows.append(m)
-            print(f"{mode} {size}: {m.wall_s:.1f} s wall, {m.cpu_s:.1f} / {m.polled_cpu_s:.1f} s CPU, peak tree {m.peak_tree_rss_mb:.0f} MB,"
-                  f" largest process {m.max_process_rss_mb:.0f} MB, rc {m.returncode}", flush=True)
+            print(f"{mode} {size}: {m.wall_s:.1f} s wall, {m.cpu_s:.1f} / {m.polled_cpu_s:.1f} s CPU, "
+                  f"peak tree {m.peak_tree_rss_mb:.0f} MB, largest process {m.max_process_rss_mb:.0f} MB "
+                  f"(runner {m.runner_rss_mb:.0f}, worker {m.worker_rss_mb:.0f}), rc {m.returncode}", flush=True)
     shown = "python bench/dedup_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:])
     shown += "\n# each run: python -m pipelines.cli dedup --input 'bench/work/dedup_scaling/input-N/*.jsonl.gz' " \
              "--output DIR [" + " ".join(MODES["multi"]) + "]"

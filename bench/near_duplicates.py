@@ -28,6 +28,7 @@ import argparse
 import bisect
 import gzip
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -193,7 +194,7 @@ def apply_edits(base: list[list[str]], n_edits: int, seed: int, vocabulary: list
             i = rng.randrange(len(doc) - 1)
             doc[i], doc[i + 1] = doc[i + 1], doc[i]
             continue
-        ends = list(_accumulate(len(s) for s in doc))
+        ends = list(itertools.accumulate(len(s) for s in doc))
         position = rng.randrange(ends[-1])
         i = bisect.bisect_right(ends, position)
         j = position - (ends[i - 1] if i else 0)
@@ -204,13 +205,6 @@ def apply_edits(base: list[list[str]], n_edits: int, seed: int, vocabulary: list
         else:
             doc[i][j] = vocabulary[rng.randrange(len(vocabulary))]
     return doc
-
-
-def _accumulate(values: Iterable[int]) -> Iterator[int]:
-    total = 0
-    for value in values:
-        total += value
-        yield total
 
 
 def jaccard(a: set, b: set) -> float:
@@ -228,9 +222,9 @@ def variant_at_jaccard(base: list[list[str]], target: float, seed: int, language
         doc = apply_edits(base, k, seed, language.vocabulary)
         return jaccard(base_shingles, set(shingle_fn(render(doc, lang), lang))), doc
 
-    best = (1, *similarity(1))
-    if best[1] <= target:
-        return best[2], best[0], best[1]
+    value, doc = similarity(1)
+    if value <= target:
+        return doc, 1, value
     low, high = 1, 2
     total_tokens = sum(map(len, base))
     while high < 4 * total_tokens and similarity(high)[0] > target:
@@ -514,7 +508,8 @@ class Run:
 
 
 def _groups(records: list[dict]) -> dict[str, list[int]]:
-    groups = {lang: [i for i, r in enumerate(records) if r["lang"] == lang] for lang in sorted({r["lang"] for r in records})}
+    langs = sorted({r["lang"] for r in records})
+    groups = {lang: [i for i, r in enumerate(records) if r["lang"] == lang] for lang in langs}
     groups["all"] = list(range(len(records)))
     return groups
 

@@ -53,6 +53,7 @@ DATATROVE_REQUIREMENTS = [
     "spacy==3.8.18",
     "aiohttp==3.14.5",
     "lxml_html_clean==0.4.6",
+    "jieba==0.42.1",          # datatrove's cmn_Hani word splitting (bench/minhash_signatures.py)
 ]
 BUNDLED_LID_MODEL = REPO / "cleaners" / "data" / "lid" / "lid_zh_en.ftz"
 WORK = BENCH / "work"

@@ -45,14 +45,14 @@ class _Sign(beam.DoFn):
             return
         signatures = self.hasher.signatures([r["content"] for r in batch], [r.get("lang") or "" for r in batch])
         for record, signature in zip(batch, signatures):
-            yield record["id"], np.asarray(signature, dtype=np.uint64).tobytes()
+            yield record["id"], np.asarray(signature, dtype=np.uint32).tobytes()
 
 
 def _band_entries(element: tuple[str, bytes], bands: int, rows: int):
     from cleaners.minhash import band_keys
 
     doc_id, signature = element
-    for key in band_keys(np.frombuffer(signature, dtype=np.uint64), bands, rows):
+    for key in band_keys(np.frombuffer(signature, dtype=np.uint32), bands, rows):
         yield key, doc_id
 
 
@@ -88,12 +88,12 @@ def _verified_edges(element, threshold: float, method: str, ngram_zh: int, ngram
     if method == "exact":
         mine = set(shingles(mine[0], mine[1], ngram_zh=ngram_zh, ngram_en=ngram_en))
     else:
-        mine = np.frombuffer(mine, dtype=np.uint64)
+        mine = np.frombuffer(mine, dtype=np.uint32)
     for other, theirs in grouped["candidate"]:
         if method == "exact":
             similarity = exact_jaccard(mine, set(shingles(theirs[0], theirs[1], ngram_zh=ngram_zh, ngram_en=ngram_en)))
         else:
-            similarity = estimate_jaccard(mine, np.frombuffer(theirs, dtype=np.uint64))
+            similarity = estimate_jaccard(mine, np.frombuffer(theirs, dtype=np.uint32))
         if similarity >= threshold:
             yield anchor, other
 
