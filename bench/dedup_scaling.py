@@ -23,6 +23,7 @@ import gzip
 import json
 import os
 import random
+import shlex
 import subprocess
 import sys
 import time
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mode} {size}: {m.wall_s:.1f} s wall, {m.cpu_s:.1f} / {m.polled_cpu_s:.1f} s CPU, "
                   f"peak tree {m.peak_tree_rss_mb:.0f} MB, largest process {m.max_process_rss_mb:.0f} MB "
                   f"(runner {m.runner_rss_mb:.0f}, worker {m.worker_rss_mb:.0f}), rc {m.returncode}", flush=True)
-    shown = "python bench/dedup_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    shown = "python bench/dedup_scaling.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     shown += "\n# each run: python -m pipelines.cli dedup --input 'bench/work/dedup_scaling/input-N/*.jsonl.gz' " \
              "--output DIR [" + " ".join(MODES["multi"]) + "]"
     mix = {size: {k: v for k, v in c.items() if k != "text_bytes"} for size, c in corpora.items()}
@@ -316,7 +317,11 @@ def main(argv: list[str] | None = None) -> int:
              "Peak tree RSS: sum of "
              "VmRSS over the command and its descendants, polled every 0.2 s. Largest process: ru_maxrss.",
              f"Machine: {os.cpu_count()} cores, shared with other work while measuring; wall times are noisy, "
-             "CPU times less so."]
+             "CPU times less so.",
+             "Where the memory is: FnApiRunner keeps the data of every shuffle (GroupByKey) in buffers of the "
+             "runner, the command's own process, and hands a stage's input to a worker in large bundles, so the "
+             "runner's and the workers' peaks here include what Beam's shuffles hold; a distributed runner "
+             "(Dataflow, Flink, Spark) keeps that in its shuffle service or on disk instead."]
     report = render_report(rows, corpora, shown, notes)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(report, encoding="utf-8")
