@@ -81,8 +81,8 @@ def test_normalize_url(url, expected):
 def test_dedup_command_on_a_text_corpus(tmp_path):
     src = tmp_path / "corpus.jsonl.gz"
     rows = [
-        {"text": "A first document about rivers and boats.", "url": "https://a.example/1"},
-        {"text": "a first document about rivers and boats.", "url": "https://a.example/2"},
+        {"id": "r1", "text": "A first document about rivers and boats.", "url": "https://a.example/1"},
+        {"id": "r2", "text": "a first document about rivers and boats.", "url": "https://a.example/2"},
         {"text": "Another page.", "url": "https://a.example/1?utm_medium=mail", "date": "2024-01-01"},
         "{broken",
         {"title": "no text field"},
@@ -104,4 +104,28 @@ def test_dedup_command_on_a_text_corpus(tmp_path):
         kept = [json.loads(line) for line in fh]
     assert [r["text"] for r in kept] == ["Another page."]          # written back under its own field name
     assert "content" not in kept[0] and not [k for k in kept[0] if k.startswith("_")]
-    assert kept[0]["lang"] == "en" and len(kept[0]["id"]) == 40
+    assert kept[0]["lang"] == "en" and len(kept[0]["id"]) == 40   # an id made from its file and line
+
+
+def test_dedup_command_on_parquet_with_fuzzy_threshold(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = ("Volunteers planted two hundred oak trees along the river on Saturday, and the council promised to "
+            "water them through the first dry summer. Local schools will each adopt a small section of the new "
+            "woodland and measure how the trees grow over the next ten years.")
+    near = base.replace("two hundred", "three hundred")
+    table = pa.table({"id": ["k1", "k2", "k3"], "content": [base, near, "An unrelated note about trains."],
+                      "lang": ["en", "en", "en"]})
+    pq.write_table(table, tmp_path / "c.parquet")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("dedup: {lines: {enabled: false}}\n")
+    args = ["dedup", "--input", str(tmp_path / "*.parquet"), "--config", str(recipe)]
+    assert main([*args, "--output", str(tmp_path / "loose"), "--threshold", "0.8"]) == 0
+    assert main([*args, "--output", str(tmp_path / "strict"), "--threshold", "0.99"]) == 0
+    loose = json.loads((tmp_path / "loose" / "stats.json").read_text())
+    strict = json.loads((tmp_path / "strict" / "stats.json").read_text())
+    assert loose["totals"] == {"records_in": 3, "kept": 2, "dropped": 1}
+    assert strict["totals"] == {"records_in": 3, "kept": 3, "dropped": 0}
+    with gzip.open(next((tmp_path / "loose" / "rejects").glob("part-*")), "rt") as fh:
+        assert [json.loads(line)["reason"] for line in fh] == ["minhash-duplicate-of:k1"]
