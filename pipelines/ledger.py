@@ -1,8 +1,9 @@
 """The run's ledger: per-stage counts of records in, out and dropped by reason, and `stats.json`.
 
 Counts travel as plain dicts `{"<stage>|in": n, "<stage>|out": n, "<stage>|drop|<reason>": n,
-"<stage>|count|<name>": n}` (see `cleaners.runner.ledger_key`), summed with a CombineFn, so the stats are
-exact on any runner and need no runner metrics API.
+"<stage>|created": n, "<stage>|count|<name>": n}` (see `cleaners.runner.ledger_key`), summed with a CombineFn,
+so the stats are exact on any runner and need no runner metrics API. `created` is for stages that make more
+records than they take (a dialogue session split into fragments): for every stage in + created = out + dropped.
 """
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def build_stats(counts: dict[str, int], stage_order: list[str], extra: dict[str,
     for key, n in counts.items():
         stage, kind, *rest = key.split("|", 2)
         entry = stages.setdefault(stage, {"in": 0, "out": 0, "dropped": 0, "dropped_by_reason": {}, "counts": {}})
-        if kind in ("in", "out"):
+        if kind == "created":
+            entry["created"] = entry.get("created", 0) + n
+        elif kind in ("in", "out"):
             entry[kind] += n
         elif kind == "drop":
             entry["dropped"] += n
@@ -53,7 +56,7 @@ def build_stats(counts: dict[str, int], stage_order: list[str], extra: dict[str,
     stage_list = []
     for name in ordered:
         entry = stages[name]
-        if entry["in"] != entry["out"] + entry["dropped"]:
+        if entry["in"] + entry.get("created", 0) != entry["out"] + entry["dropped"]:
             raise AssertionError(f"ledger broken at stage {name}: {entry}")
         entry["dropped_by_reason"] = dict(sorted(entry["dropped_by_reason"].items(), key=lambda kv: (-kv[1], kv[0])))
         if not entry["counts"]:
@@ -61,9 +64,12 @@ def build_stats(counts: dict[str, int], stage_order: list[str], extra: dict[str,
         stage_list.append({"stage": name, **entry})
     records_in = stages.get(stage_order[0], {}).get("in", 0) if stage_order else 0
     dropped = sum(s["dropped"] for s in stage_list)
+    created = sum(s.get("created", 0) for s in stage_list)
     kept = counts.get("write|out", 0)
     totals = {"records_in": records_in, "kept": kept, "dropped": dropped}
-    if records_in != kept + dropped:
+    if created:
+        totals["created"] = created
+    if records_in + created != kept + dropped:
         raise AssertionError(f"ledger broken overall: {totals}")
     stats = {"totals": totals, "stages": stage_list}
     if extra:

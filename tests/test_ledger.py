@@ -34,3 +34,12 @@ def test_overall_loss_is_an_error():
 
 def test_empty_run():
     assert build_stats({}, ["read", "write"])["totals"] == {"records_in": 0, "kept": 0, "dropped": 0}
+
+
+def test_created_records_balance_a_stage_that_splits():
+    counts = {"read|in": 2, "read|out": 2, "split|in": 2, "split|out": 3, "split|created": 2, "split|drop|empty": 1,
+              "write|in": 3, "write|out": 3}
+    stats = build_stats(counts, ["read", "split", "write"])
+    assert stats["totals"] == {"records_in": 2, "kept": 3, "dropped": 1, "created": 2}
+    with pytest.raises(AssertionError, match="stage split"):
+        build_stats({**counts, "split|created": 1}, ["read", "split", "write"])

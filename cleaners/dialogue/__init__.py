@@ -1,0 +1,1 @@
+"""Dialogue records and the per-session cleaning rules (LCCC-style). No Beam here."""
