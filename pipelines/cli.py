@@ -3,6 +3,7 @@
     wudao text --input GLOB [--input GLOB ...] --output DIR [--config recipe.yaml] [Beam options]
     wudao extract FILE...
     wudao dedup --input GLOB --output DIR [--threshold 0.8] [--config recipe.yaml] [Beam options]
+    wudao dialogue --input GLOB --output DIR [--config dialogue_recipe.yaml] [Beam options]
     wudao demo [--output DIR] [Beam options]
     wudao quality train --positive GLOB --negative GLOB --output FILE
 
@@ -80,6 +81,24 @@ def run_dedup(inputs: list[str], output: str, config_path: str | None, threshold
     return stats
 
 
+def run_dialogue(inputs: list[str], output: str, config_path: str | None, beam_args: list[str]) -> dict[str, Any]:
+    """Build and run the dialogue pipeline; return the stats it wrote."""
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.dialogue import build_dialogue_pipeline, load_dialogue_recipe
+
+    config = load_dialogue_recipe(config_path)
+    _clear_previous_outputs(output)
+    started = time.time()
+    with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
+        build_dialogue_pipeline(pipeline, inputs, output, config)
+    with FileSystems.open(FileSystems.join(output, "stats.json")) as fh:
+        stats = json.loads(fh.read().decode("utf-8"))
+    stats["wall_seconds"] = round(time.time() - started, 2)
+    return stats
+
+
 def _clear_previous_outputs(output: str) -> None:
     """Remove part files of an earlier run in the same output folder, so stale shards never mix in."""
     from apache_beam.io.filesystems import FileSystems
@@ -99,7 +118,11 @@ def format_summary(stats: dict[str, Any], output: str) -> str:
         f"kept:       {totals['kept']}",
         f"dropped:    {totals['dropped']}",
     ]
+    if totals.get("created"):
+        lines.append(f"created:    {totals['created']} (records made by a stage: split sessions, thread paths)")
     for stage in stats["stages"]:
+        if stage.get("created"):
+            lines.append(f"  {stage['stage']}: {stage['in']} in, {stage['created']} created, {stage['out']} out")
         if stage["dropped"]:
             lines.append(f"  {stage['stage']}: {stage['dropped']} dropped")
             for reason, n in stage["dropped_by_reason"].items():
@@ -117,9 +140,9 @@ def format_summary(stats: dict[str, Any], output: str) -> str:
     return "\n".join(lines)
 
 
-def sample_inputs() -> list[str]:
-    """Glob patterns for the embedded sample crawl shipped inside the package."""
-    root = resources.files("pipelines").joinpath("data/sample")
+def sample_inputs(folder: str = "sample") -> list[str]:
+    """Paths of an embedded sample shipped inside the package (`sample`: the crawl; `dialogue_sample`)."""
+    root = resources.files("pipelines").joinpath(f"data/{folder}")
     return [os.path.join(str(root), name) for name in sorted(os.listdir(str(root)))
             if name not in ("README.md", "expected.json")]
 
@@ -138,8 +161,20 @@ def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
     inputs = sample_inputs()
-    print(f"wudao demo: web-text pipeline on the embedded sample ({len(inputs)} files)")
-    stats = run_text(inputs, args.output, args.config, beam_args)
+    text_out = os.path.join(args.output, "text")
+    print(f"wudao demo: web-text pipeline on the embedded sample crawl ({len(inputs)} files)")
+    stats = run_text(inputs, text_out, args.config, beam_args)
+    print(format_summary(stats, text_out))
+    inputs = sample_inputs("dialogue_sample")
+    dialogue_out = os.path.join(args.output, "dialogue")
+    print(f"\nwudao demo: dialogue pipeline on the embedded dialogue sample ({len(inputs)} files)")
+    stats = run_dialogue(inputs, dialogue_out, None, beam_args)
+    print(format_summary(stats, dialogue_out))
+    return 0
+
+
+def _cmd_dialogue(args: argparse.Namespace, beam_args: list[str]) -> int:
+    stats = run_dialogue(args.input, args.output, args.config, beam_args)
     print(format_summary(stats, args.output))
     return 0
 
@@ -191,9 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("--config", help="recipe YAML merged over the default recipe (its dedup: section)")
     dedup.set_defaults(func=_cmd_dedup)
 
-    demo = sub.add_parser("demo", help="run the web-text pipeline on the embedded sample crawl")
+    dialogue = sub.add_parser("dialogue", help="clean multi-turn dialogues and thread dumps (LCCC-style rules)")
+    dialogue.add_argument("--input", action="append", required=True, help="file glob; repeatable")
+    dialogue.add_argument("--output", required=True, help="output folder: corpus/, rejects/, stats.json")
+    dialogue.add_argument("--config", help="dialogue recipe YAML merged over cleaners/data/dialogue_recipe.yaml")
+    dialogue.set_defaults(func=_cmd_dialogue)
+
+    demo = sub.add_parser("demo", help="run the web-text and dialogue pipelines on the embedded samples")
     demo.add_argument("--output", default="wudao-demo", help="output folder (default ./wudao-demo)")
-    demo.add_argument("--config", help="recipe YAML merged over the default recipe")
+    demo.add_argument("--config", help="web-text recipe YAML merged over the default recipe")
     demo.set_defaults(func=_cmd_demo)
 
     extract = sub.add_parser("extract", help="print {file, title, text} JSON lines for .html / .html.gz files")

@@ -1,0 +1,346 @@
+"""Per-session cleaning rules for dialogues, after LCCC (Wang et al. 2020, "A Large-Scale Chinese Short-Text
+Conversation Dataset", NLPCC): first erase what can be erased, then judge every utterance; an utterance that
+fails a judgement is noise that cannot be erased, so the session is split at it and only fragments with at
+least `min_turns` turns are kept.
+
+LCCC deletes platform tags ("Reply to @***", "[dog]") and URLs, shortens repeated phrases, and drops too short
+or too long responses. Thresholds here follow issue 4 of this project (utterances of 2-1000 characters, repeats
+cut to 3 copies, top-3 words over 75%); LCCC's own paper keeps one copy of phrases repeated more than 6 times.
+
+Erasing, in this order (each step counted as `utt-edited:<rule>` when it changes an utterance):
+
+- ``url``: http(s)/ftp URLs, ``www.`` hosts and Weibo's ``t.cn`` short links are removed.
+- ``repost-chain``: a Weibo repost chain ``//@user: quoted text ...`` is removed up to the end of the utterance
+  (it quotes other people's posts, not this turn).
+- ``reply-prefix``: a leading ``回复@user:`` (Weibo comment reply) is removed.
+- ``hashtag``: Weibo topics ``#话题#`` (1-40 characters, not starting or ending with a space, so "C# and F#"
+  stays) are removed.
+- ``emoticon``: Weibo emoticon codes ``[哈哈]`` (1-6 Chinese characters, or ``[doge]``) are removed.
+- ``platform-text``: Weibo's default texts ``转发微博`` / ``轉發微博`` and the link label ``网页链接`` are removed.
+- ``pii``: personal data goes through `cleaners.pii.scrub_with_counts`, the same step as web text: phones, QQ
+  numbers, emails, ids, cards, IPs become typed placeholders (``<PHONE>``, ``<QQ>``, ...). Placeholders, not
+  deletion, so the reply keeps its shape ("call me at <PHONE>"); counts go to ``count|pii:<type>``.
+- ``name``: ``@user`` mentions and the speakers' own names become ``<NAME1>``, ``<NAME2>``, ... in order of
+  first appearance, the same name always the same placeholder within a session. A mention ends at a space or
+  punctuation (Weibo's convention). Speaker labels that are roles (``human``, ``gpt``, ``user``, ...) stay.
+- ``repeat``: a substring repeated more than `max_repeats` times in a row is cut to `max_repeats` copies, word
+  by word for space-separated text ("ha ha ha ha" -> "ha ha ha") and character by character otherwise
+  ("哈哈哈哈哈" -> "哈哈哈"); runs of digits or of whitespace are left alone (numbers, code indentation).
+
+Judging (``utt-dropped:<rule>``): ``empty`` (nothing left), ``too-short`` / ``too-long`` (placeholders count as
+one character), ``top-words`` (top-3 words cover more than 75% of the words; LCCC used a word segmenter, jieba
+is not available here, so a Chinese character is a word and other text splits into letter/digit runs; the rule
+needs at least `top_words_min_words` words so "好的好的" survives), ``no-chinese`` (a Chinese session needs a
+Chinese character in every utterance; a session is Chinese when `lang` starts with "zh", or when `lang` is
+unknown and most of its letters are Chinese characters).
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from cleaners.dialogue.records import Session, session_id
+from cleaners.pii import scrub_with_counts
+
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_HAN_RE = re.compile(f"[{_HAN}]")
+_PLACEHOLDER_RE = re.compile(r"<[A-Z_]+[0-9]*>")
+_WORD_RE = re.compile(rf"<[A-Z_]+[0-9]*>|[{_HAN}]|[^\W{_HAN}]+")
+_LATIN_RE = re.compile(rf"[^\W\d_{_HAN}]")
+_SPACE_RUN_RE = re.compile(r"[ \t\u3000]{2,}")
+
+_URL_RE = re.compile(r"(?:(?:https?|ftp)://|www\.|(?<![A-Za-z0-9.])t\.cn/)[^\s<>\"'，。！？、；：（）【】「」《》]+",
+                     re.IGNORECASE)
+_REPOST_CHAIN_RE = re.compile(r"[ \t]*//[ \t]*@.*", re.DOTALL)
+_REPLY_PREFIX_RE = re.compile(r"^\s*回复\s*@[^\s:：]{1,30}\s*[:：]\s*")
+_HASHTAG_RE = re.compile(r"#(?![\s#])[^#\n]{0,38}[^\s#]#|#[^\s#]#")
+_EMOTICON_RE = re.compile(rf"\[(?:[{_HAN}]{{1,6}}|doge)\]", re.IGNORECASE)
+_PLATFORM_TEXT_RE = re.compile(r"转发微博|轉發微博|网页链接")
+_MENTION_RE = re.compile(rf"(?<![A-Za-z0-9_.%+-])@([{_HAN}A-Za-z0-9_-]{{1,30}})")
+
+#: speaker labels that name a role, not a person: they stay as they are.
+ROLE_SPEAKERS = frozenset({"human", "gpt", "user", "assistant", "system", "bot", "chatgpt", "model", "ai",
+                           "a", "b", "q", "user1", "user2", "speaker1", "speaker2"})
+
+
+def erase_urls(text: str) -> str:
+    return _URL_RE.sub("", text)
+
+
+def erase_repost_chain(text: str) -> str:
+    return _REPOST_CHAIN_RE.sub("", text)
+
+
+def erase_reply_prefix(text: str) -> str:
+    return _REPLY_PREFIX_RE.sub("", text)
+
+
+def erase_hashtags(text: str) -> str:
+    return _HASHTAG_RE.sub("", text)
+
+
+def erase_emoticons(text: str) -> str:
+    return _EMOTICON_RE.sub("", text)
+
+
+def erase_platform_text(text: str) -> str:
+    return _PLATFORM_TEXT_RE.sub("", text)
+
+
+class NamePlaceholders:
+    """Names to ``<NAME1>``, ``<NAME2>``, ... in order of first appearance, one map per session."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, str] = {}
+
+    def placeholder(self, name: str) -> str:
+        if name not in self.by_name:
+            self.by_name[name] = f"<NAME{len(self.by_name) + 1}>"
+        return self.by_name[name]
+
+    def replace_mentions(self, text: str) -> str:
+        return _MENTION_RE.sub(lambda m: self.placeholder(m.group(1)), text)
+
+    def replace_names(self, text: str, names: list[str]) -> str:
+        """Exact occurrences of known names (longest first, so "张三丰" is not cut to "<NAME1>丰")."""
+        for name in sorted(names, key=lambda n: (-len(n), n)):
+            if name in text:
+                text = text.replace(name, self.placeholder(name))
+        return text
+
+
+def is_role(speaker: str) -> bool:
+    return speaker.strip().lower() in ROLE_SPEAKERS
+
+
+def _word_repeat_re(max_repeats: int, max_unit_words: int) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\S)(\S+(?:[ \t]+\S+){{0,{max_unit_words - 1}}}?)(?:[ \t]+\1(?!\S)){{{max_repeats},}}")
+
+
+def _char_repeat_re(max_repeats: int, max_unit_chars: int) -> re.Pattern[str]:
+    return re.compile(rf"(.{{1,{max_unit_chars}}}?)\1{{{max_repeats},}}", re.DOTALL)
+
+
+def cut_repeats(text: str, word_re: re.Pattern[str], char_re: re.Pattern[str], max_repeats: int) -> str:
+    """Cut runs of more than `max_repeats` copies of a unit to `max_repeats` copies, words first, then
+    characters, until nothing changes (cutting one run can expose a shorter one inside)."""
+    def words(m: re.Match[str]) -> str:
+        return " ".join([m.group(1)] * max_repeats)
+
+    def chars(m: re.Match[str]) -> str:
+        unit = m.group(1)
+        if unit.isdigit() or unit.isspace():
+            return m.group()
+        return unit * max_repeats
+
+    for _ in range(8):
+        cut = char_re.sub(chars, word_re.sub(words, text))
+        if cut == text:
+            break
+        text = cut
+    return text
+
+
+def visible_length(text: str) -> int:
+    """Characters, with each placeholder counted as one."""
+    return len(_PLACEHOLDER_RE.sub("x", text))
+
+
+def words_of(text: str) -> list[str]:
+    """Approximate words (see module docstring): Chinese characters, letter/digit runs, placeholders."""
+    return _WORD_RE.findall(text)
+
+
+def top_words_share(words: list[str], top: int) -> float:
+    if not words:
+        return 0.0
+    return sum(n for _, n in Counter(words).most_common(top)) / len(words)
+
+
+def has_chinese(text: str) -> bool:
+    return _HAN_RE.search(text) is not None
+
+
+def mostly_chinese(turns: list[str]) -> bool:
+    """More Chinese characters than other letters over all turns (placeholders ignored)."""
+    text = _PLACEHOLDER_RE.sub("", "".join(turns))
+    han = len(_HAN_RE.findall(text))
+    return han > 0 and han >= len(_LATIN_RE.findall(text))
+
+
+@dataclass
+class CleanOutcome:
+    fragments: list[Session]
+    counts: dict[str, int]
+    rejects: list[dict] = field(default_factory=list)
+
+
+class SessionCleaner:
+    """LCCC-style cleaning of one `Session` into 0..n cleaned sessions (see the module docstring)."""
+
+    def __init__(self, *, stage_name: str = "dialogue_rules", min_chars: int = 2, max_chars: int = 1000,
+                 max_repeats: int = 3, max_repeat_unit_chars: int = 32, max_repeat_unit_words: int = 8,
+                 top_words: int = 3, top_words_max_share: float = 0.75, top_words_min_words: int = 10,
+                 min_turns: int = 2, scrub_pii: bool = True) -> None:
+        if min_turns < 1 or max_repeats < 1 or min_chars > max_chars:
+            raise ValueError("need min_turns >= 1, max_repeats >= 1 and min_chars <= max_chars")
+        self.stage_name = stage_name
+        self.min_chars, self.max_chars = min_chars, max_chars
+        self.max_repeats = max_repeats
+        self.max_repeat_unit_chars, self.max_repeat_unit_words = max_repeat_unit_chars, max_repeat_unit_words
+        self.top_words, self.top_words_max_share = top_words, top_words_max_share
+        self.top_words_min_words = top_words_min_words
+        self.min_turns = min_turns
+        self.scrub_pii = scrub_pii
+        self._word_re: re.Pattern[str] | None = None
+        self._char_re: re.Pattern[str] | None = None
+
+    def setup(self) -> None:
+        self._word_re = _word_repeat_re(self.max_repeats, self.max_repeat_unit_words)
+        self._char_re = _char_repeat_re(self.max_repeats, self.max_repeat_unit_chars)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_word_re": None, "_char_re": None}
+
+    # -- the stage --------------------------------------------------------------------------------------------
+
+    def process(self, session: Session) -> CleanOutcome:
+        if self._word_re is None:
+            self.setup()
+        counts: Counter[str] = Counter({self._key("in"): 1})
+        turns, speakers = session.turns, session.speakers
+        if not isinstance(turns, (list, tuple)) or not all(isinstance(t, str) for t in turns):
+            return self._drop(session, "bad-input", counts)
+        if speakers is not None and (not isinstance(speakers, (list, tuple)) or len(speakers) != len(turns)
+                                     or not all(isinstance(s, str) for s in speakers)):
+            counts[self._key("count|speakers-mismatch")] += 1
+            speakers = None
+
+        names = NamePlaceholders()
+        cleaned = [self._erase(turn, counts) for turn in turns]
+        cleaned, speakers = self._replace_names(cleaned, speakers, names, counts)
+        cleaned = [self._cut_repeats(turn, counts) for turn in cleaned]
+        chinese = session.lang.startswith("zh") or (not session.lang and mostly_chinese(cleaned))
+        failures = [self.judge(turn, chinese) for turn in cleaned]
+        for reason in failures:
+            if reason:
+                counts[self._key(f"count|utt-dropped:{reason}")] += 1
+
+        runs = _good_runs(failures)
+        kept = [run for run in runs if len(run) >= self.min_turns]
+        for run in runs:
+            if len(run) < self.min_turns:
+                counts[self._key("count|utt-dropped:too-few-turns")] += len(run)
+        if not kept:
+            return self._drop(session, _main_reason(failures), counts)
+        fragments = self._fragments(session, kept, cleaned, speakers, len(turns))
+        counts[self._key("out")] += len(fragments)
+        if len(fragments) > 1:
+            counts[self._key("created")] += len(fragments) - 1
+        return CleanOutcome(fragments, dict(sorted(counts.items())))
+
+    def judge(self, text: str, chinese: bool) -> str | None:
+        """The first judging rule an erased utterance fails, or None to keep it."""
+        if not text:
+            return "empty"
+        length = visible_length(text)
+        if length < self.min_chars:
+            return "too-short"
+        if length > self.max_chars:
+            return "too-long"
+        words = words_of(text)
+        if len(words) >= self.top_words_min_words and \
+                top_words_share(words, self.top_words) > self.top_words_max_share:
+            return "top-words"
+        if chinese and not has_chinese(text):
+            return "no-chinese"
+        return None
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _key(self, what: str) -> str:
+        return f"{self.stage_name}|{what}"
+
+    def _edited(self, rule: str, before: str, after: str, counts: Counter[str]) -> str:
+        if after != before:
+            counts[self._key(f"count|utt-edited:{rule}")] += 1
+        return after
+
+    def _erase(self, text: str, counts: Counter[str]) -> str:
+        steps: list[tuple[str, Callable[[str], str]]] = [
+            ("url", erase_urls), ("repost-chain", erase_repost_chain), ("reply-prefix", erase_reply_prefix),
+            ("hashtag", erase_hashtags), ("emoticon", erase_emoticons), ("platform-text", erase_platform_text),
+        ]
+        original = text
+        for rule, erase in steps:
+            text = self._edited(rule, text, erase(text), counts)
+        if self.scrub_pii:
+            scrubbed, found = scrub_with_counts(text)
+            text = self._edited("pii", text, scrubbed, counts)
+            for kind, n in found.items():
+                counts[self._key(f"count|pii:{kind}")] += n
+        if text != original:
+            text = _SPACE_RUN_RE.sub(" ", text)
+        return text.strip()
+
+    def _replace_names(self, turns: list[str], speakers: list[str] | None, names: NamePlaceholders,
+                       counts: Counter[str]) -> tuple[list[str], list[str] | None]:
+        person_names = sorted({s for s in speakers or [] if s.strip() and not is_role(s)})
+        new_turns, new_speakers = [], None if speakers is None else []
+        for i, turn in enumerate(turns):
+            if speakers is not None:
+                speaker = speakers[i]
+                new_speakers.append(names.placeholder(speaker) if speaker in person_names else speaker)
+            replaced = names.replace_mentions(turn)
+            replaced = names.replace_names(replaced, [n for n in person_names if len(n) >= 2])
+            new_turns.append(self._edited("name", turn, replaced, counts))
+        return new_turns, new_speakers
+
+    def _cut_repeats(self, text: str, counts: Counter[str]) -> str:
+        assert self._word_re is not None and self._char_re is not None
+        return self._edited("repeat", text, cut_repeats(text, self._word_re, self._char_re, self.max_repeats),
+                            counts)
+
+    def _fragments(self, session: Session, kept: list[list[int]], cleaned: list[str],
+                   speakers: list[str] | None, n_turns: int) -> list[Session]:
+        whole = len(kept) == 1 and len(kept[0]) == n_turns
+        fragments = []
+        for number, run in enumerate(kept, 1):
+            turns = [cleaned[i] for i in run]
+            unchanged = whole and turns == list(session.turns)
+            meta = dict(session.meta)
+            if not whole:
+                meta["fragment_of"] = session.id
+            fragments.append(Session(
+                turns=turns, id=session.id if unchanged else session_id(turns), source=session.source,
+                key=session.key if whole else f"{session.key}/fragment-{number}", lang=session.lang,
+                speakers=None if speakers is None else [speakers[i] for i in run], meta=meta))
+        return fragments
+
+    def _drop(self, session: Session, reason: str, counts: Counter[str]) -> CleanOutcome:
+        counts[self._key(f"drop|{reason}")] += 1
+        reject = {"id": session.id, "key": session.key, "url": "", "source": session.source,
+                  "stage": self.stage_name, "reason": reason}
+        return CleanOutcome([], dict(sorted(counts.items())), [reject])
+
+
+def _good_runs(failures: list[str | None]) -> list[list[int]]:
+    """Indices of consecutive utterances that passed, split at every failure."""
+    runs: list[list[int]] = [[]]
+    for i, reason in enumerate(failures):
+        if reason:
+            runs.append([])
+        else:
+            runs[-1].append(i)
+    return [run for run in runs if run]
+
+
+def _main_reason(failures: list[str | None]) -> str:
+    """Why a session left no fragment: the commonest utterance failure when no utterance passed
+    (ties: first seen), else too few consecutive good turns."""
+    reasons = [r for r in failures if r]
+    if not reasons or len(reasons) < len(failures):
+        return "too-few-turns"
+    return Counter(reasons).most_common(1)[0][0]

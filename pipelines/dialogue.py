@@ -1,0 +1,157 @@
+"""The dialogue pipeline as a Beam graph.
+
+    match input globs -> read sessions and thread posts (JSONL, ShareGPT, LCCC JSON/TSV, KdConv, thread dumps)
+      -> posts: ThreadsToSessions (root-to-leaf paths, a shuffle)
+      -> per-session LCCC-style rules (erase platform tags, URLs, contact numbers, names; cut repeats; split
+         sessions at noise that cannot be erased)                       cleaners/dialogue/rules.py
+      -> ad replies, generic replies (shuffles across sessions)         pipelines/dialogue_stages.py
+      -> exact and MinHash dedup of sessions (the web-text dedup stages, on the joined turns)
+      -> corpus/ JSONL.gz {"id", "turns", "lang", "source", "dataType": "dialogue"}, rejects/, stats.json
+"""
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from typing import Any, Iterable
+
+import apache_beam as beam
+import yaml
+from apache_beam import pvalue
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from cleaners.dialogue.records import Post, Session, to_dialogue_record
+from pipelines.dedup.common import dropped_count, kept_count, reject_row
+
+READ_STAGE, RULES_STAGE = "read", "dialogue_rules"
+REJECTS, COUNTS, POSTS = "rejects", "counts", "posts"
+_HAN = __import__("re").compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+
+
+def load_dialogue_recipe(path: str | None = None) -> dict[str, Any]:
+    config = yaml.safe_load(resources.files("cleaners").joinpath("data/dialogue_recipe.yaml").read_text("utf-8"))
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            user = yaml.safe_load(fh) or {}
+        if not isinstance(user, dict):
+            raise ValueError("a recipe must be a YAML mapping")
+        config.update(copy.deepcopy(user))
+    return config
+
+
+def guess_session_lang(session: Session) -> str:
+    """zh when at least a third of the letters are Han characters, else en (the rules and shingles need one)."""
+    text = "".join(session.turns)[:2000]
+    letters = sum(ch.isalpha() for ch in text)
+    return "zh" if letters and len(_HAN.findall(text)) * 3 >= letters else "en"
+
+
+class ReadDialogues(beam.DoFn):
+    """One matched file -> Sessions (main), Posts (tagged), reader Skips as counted rejects."""
+
+    def process(self, metadata: fileio.FileMetadata) -> Iterable[Any]:
+        from pipelines.readers.dialogue import iter_dialogue_file
+
+        path = metadata.path
+        try:
+            stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        except Exception as exc:
+            yield from _read_drop({"key": f"{path}#open", "source": path}, f"unreadable-file:{type(exc).__name__}")
+            return
+        with stream:
+            try:
+                for item in iter_dialogue_file(stream, path):
+                    if isinstance(item, Session):
+                        yield pvalue.TaggedOutput(COUNTS, kept_count(READ_STAGE))
+                        yield item
+                    elif isinstance(item, Post):
+                        yield pvalue.TaggedOutput(COUNTS, kept_count(READ_STAGE))
+                        yield pvalue.TaggedOutput(POSTS, item)
+                    else:
+                        yield from _read_drop({"key": item.key, "source": item.source}, item.reason)
+            except Exception as exc:  # a reader bug costs one file, not the run
+                yield from _read_drop({"key": f"{path}#error", "source": path}, f"damaged:reader-error:{type(exc).__name__}")
+
+
+def _read_drop(row: dict[str, Any], reason: str):
+    yield pvalue.TaggedOutput(COUNTS, dropped_count(READ_STAGE, reason))
+    yield pvalue.TaggedOutput(REJECTS, reject_row(row, READ_STAGE, reason))
+
+
+class CleanSessions(beam.DoFn):
+    """The per-session rules; a session may come out as several fragments (counted as `created`)."""
+
+    def __init__(self, params: dict[str, Any]):
+        self.params = params
+        self.cleaner = None
+
+    def setup(self) -> None:
+        from cleaners.dialogue.rules import SessionCleaner
+
+        self.cleaner = SessionCleaner(**self.params)
+        self.cleaner.setup()
+
+    def process(self, session: Session):
+        if not session.lang:
+            session.lang = guess_session_lang(session)
+        outcome = self.cleaner.process(session)
+        yield pvalue.TaggedOutput(COUNTS, outcome.counts)
+        for row in outcome.rejects:
+            yield pvalue.TaggedOutput(REJECTS, row)
+        yield from outcome.fragments
+
+
+def session_to_record(session: Session) -> dict[str, Any]:
+    """The output record plus the fields the dedup stages read (`content`, `_key`), removed before writing."""
+    record = to_dialogue_record(session)
+    record["content"] = "\n".join(session.turns)
+    record["_key"] = session.key
+    return record
+
+
+def _drop_content(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "content"}
+
+
+def stage_order(config: dict[str, Any]) -> list[str]:
+    from pipelines.dedup.stages import stage_names
+
+    order = [READ_STAGE, "threads", RULES_STAGE]
+    order += [name for name in ("ad_replies", "generic_replies") if (config.get(name) or {}).get("enabled", True)]
+    return order + stage_names(config)
+
+
+def build_dialogue_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str, config: dict[str, Any]) -> None:
+    from pipelines.dedup.stages import apply_dedup
+    from pipelines.dialogue_stages import AdReplies, GenericReplies, ThreadsToSessions
+    from pipelines.text import write_outputs
+
+    if (config.get("output") or {}).get("format", "jsonl") != "jsonl":
+        raise ValueError("the dialogue pipeline writes JSONL.gz only (output.format: jsonl)")
+    read = (pipeline
+            | "Inputs" >> beam.Create(inputs)
+            | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.DISALLOW)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(ReadDialogues()).with_outputs(POSTS, REJECTS, COUNTS, main="sessions"))
+    threads = read[POSTS] | "Threads" >> ThreadsToSessions(stage="threads", **(config.get("threads") or {}))
+    sessions = ((read.sessions, threads.kept) | "AllSessions" >> beam.Flatten()
+                | "SpreadSessions" >> beam.Reshuffle())
+    cleaned = sessions | "Rules" >> beam.ParDo(CleanSessions(config.get("rules") or {})).with_outputs(
+        REJECTS, COUNTS, main="sessions")
+    rejects = [read[REJECTS], threads.rejects, cleaned[REJECTS]]
+    counts = [read[COUNTS], threads.counts, cleaned[COUNTS]]
+    current = cleaned.sessions
+    for name, transform in (("ad_replies", AdReplies), ("generic_replies", GenericReplies)):
+        params = dict(config.get(name) or {})
+        if not params.pop("enabled", True):
+            continue
+        out = current | name >> transform(stage=name, **params)
+        current = out.kept
+        rejects.append(out.rejects)
+        counts.append(out.counts)
+    records = current | "ToRecords" >> beam.Map(session_to_record)
+    kept, dedup_rejects, dedup_counts = apply_dedup(records, config)
+    kept = kept | "DropContent" >> beam.Map(_drop_content)
+    write_outputs(kept, [*rejects, *dedup_rejects], [*counts, *dedup_counts], output, config, stage_order(config),
+                  {"inputs": inputs, "output": output, "dataType": "dialogue"})

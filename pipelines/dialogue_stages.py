@@ -1,0 +1,454 @@
+"""Dialogue stages that need a view of the whole corpus, built from Beam shuffles only (no global side inputs).
+
+- `ThreadsToSessions`: thread dumps of posts (`id`, `parent_id`) -> one session per root-to-leaf path.
+- `AdReplies`: a reply that follows too many different contexts is an advertisement (LCCC).
+- `GenericReplies`: a reply mostly made of trigrams seen in very many sessions is generic (LCCC).
+
+The session rules follow LCCC (Wang, Ke, Zhang, Huang, Zhu, Huang 2020, "A Large-Scale Chinese Short-Text
+Conversation Dataset", NLPCC, section 3.2): a removed reply splits its session there, and the fragments with at
+least 2 turns are kept. Every transform returns `StageOutput(kept, rejects, counts)` with one count dict per input
+element, so that for each stage in + created = out + dropped.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+
+from cleaners.dialogue.records import Post, Session, session_id
+from cleaners.document import stable_hash
+from pipelines.dedup.common import StageOutput
+
+MIN_FRAGMENT_TURNS = 2
+BAD_INPUT = "bad-input"
+
+
+# ---------------------------------------------------------------- shared helpers
+
+def session_reject(session: Any, stage: str, reason: str) -> dict[str, Any]:
+    """The rejects/ row of a dropped session (or of anything that was not one)."""
+    return {"id": getattr(session, "id", ""), "key": getattr(session, "key", ""), "url": "",
+            "source": getattr(session, "source", ""), "stage": stage, "reason": reason}
+
+
+def post_reject(post: Any, stage: str, reason: str) -> dict[str, Any]:
+    return {"id": getattr(post, "id", ""), "key": getattr(post, "key", ""), "url": "",
+            "source": getattr(post, "source", ""), "stage": stage, "reason": reason}
+
+
+def is_valid_session(session: Any) -> bool:
+    return (isinstance(session, Session) and isinstance(session.turns, list)
+            and all(isinstance(turn, str) for turn in session.turns))
+
+
+def normalize_turn(text: str) -> str:
+    """The form replies are compared in: whitespace removed, case folded."""
+    return "".join(text.split()).casefold()
+
+
+def turn_hash(text: str) -> str:
+    return stable_hash(normalize_turn(text))[:20]
+
+
+def join_key(session: Session) -> str:
+    """Key a session is joined back on; identical sessions share it and get identical results."""
+    return stable_hash(session.id, session.key)
+
+
+def split_session(session: Session, removed: set[int], min_turns: int = MIN_FRAGMENT_TURNS) -> list[Session]:
+    """The fragments of `session` between removed turns that keep at least `min_turns` turns.
+
+    With nothing removed the session comes back unchanged; a fragment gets the id of its turns and the key
+    `<key>@<first turn>-<last turn>` (turn positions in the original session)."""
+    if not removed:
+        return [session]
+    fragments, start = [], 0
+    for end in [*sorted(i for i in removed if 0 <= i < len(session.turns)), len(session.turns)]:
+        if end - start >= min_turns:
+            turns = session.turns[start:end]
+            speakers = session.speakers[start:end] if session.speakers is not None else None
+            fragments.append(Session(turns=turns, id=session_id(turns), source=session.source,
+                                     key=f"{session.key}@{start}-{end - 1}", lang=session.lang,
+                                     speakers=speakers, meta=dict(session.meta)))
+        start = end + 1
+    return fragments
+
+
+def split_outcome(session: Session, removed: set[int], stage: str, reason: str):
+    """(fragments, count dict, reject rows) for a session whose turns `removed` are taken out.
+
+    Ledger: in 1, out = fragments; created = fragments - 1 when any survive, else the session is dropped."""
+    fragments = split_session(session, removed)
+    counts: dict[str, int] = {f"{stage}|in": 1}
+    if removed:
+        counts[f"{stage}|count|replies-removed"] = len(removed)
+    if fragments:
+        counts[f"{stage}|out"] = len(fragments)
+        if len(fragments) > 1:
+            counts[f"{stage}|created"] = len(fragments) - 1
+        return fragments, counts, []
+    counts[f"{stage}|drop|{reason}"] = 1
+    return [], counts, [session_reject(session, stage, reason)]
+
+
+class CappedDistinct(beam.CombineFn):
+    """Number of distinct values, counted up to `cap` (memory per key stays at most `cap` values).
+
+    The result is min(true distinct count, cap) whatever the order or merging: a capped set only drops values
+    once it already holds `cap` of them."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+
+    def create_accumulator(self) -> set:
+        return set()
+
+    def add_input(self, acc: set, value: str) -> set:
+        if len(acc) < self.cap:
+            acc.add(value)
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[set]) -> set:
+        merged: set = set()
+        for acc in accs:
+            merged |= acc
+        return set(sorted(merged)[:self.cap]) if len(merged) > self.cap else merged
+
+    def extract_output(self, acc: set) -> int:
+        return len(acc)
+
+
+def _validate_sessions(stage: str):
+    def check(session: Any):
+        if is_valid_session(session):
+            yield session
+        else:
+            yield beam.pvalue.TaggedOutput("bad", (
+                {f"{stage}|in": 1, f"{stage}|drop|{BAD_INPUT}": 1}, session_reject(session, stage, BAD_INPUT)))
+    return check
+
+
+class _FlaggedSplit(beam.PTransform):
+    """Join sessions with `(join_key, flagged turn hash)` pairs and split each session at its flagged replies."""
+
+    def __init__(self, stage: str, reason: str, flagged_turns):
+        super().__init__()
+        self.stage, self.reason, self.flagged_turns = stage, reason, flagged_turns
+
+    def expand(self, sessions):
+        stage, reason = self.stage, self.reason
+
+        def split(grouped):
+            _, joined = grouped
+            flagged = set(joined["flagged"])
+            for session in joined["sessions"]:
+                removed = {i for i, turn in enumerate(session.turns) if i > 0 and turn_hash(turn) in flagged}
+                fragments, counts, rejects = split_outcome(session, removed, stage, reason)
+                for fragment in fragments:
+                    yield fragment
+                yield beam.pvalue.TaggedOutput("counts", counts)
+                for row in rejects:
+                    yield beam.pvalue.TaggedOutput("rejects", row)
+
+        return ({"sessions": sessions | "KeySessions" >> beam.Map(lambda s: (join_key(s), s)),
+                 "flagged": self.flagged_turns}
+                | "JoinFlags" >> beam.CoGroupByKey()
+                | "Split" >> beam.FlatMap(split).with_output_types(Any).with_outputs("counts", "rejects", main="kept"))
+
+
+def _stage_output(split, bad, stage: str) -> StageOutput:
+    counts = (split.counts, bad | "BadCounts" >> beam.Map(lambda item: item[0])) | "Counts" >> beam.Flatten()
+    rejects = (split.rejects, bad | "BadRejects" >> beam.Map(lambda item: item[1])) | "Rejects" >> beam.Flatten()
+    return StageOutput(split.kept, rejects, counts)
+
+
+# ---------------------------------------------------------------- advertisement replies
+
+class AdReplies(beam.PTransform):
+    """Sessions -> sessions without replies that follow more than `max_contexts` distinct preceding turns.
+
+    LCCC (section 3.2) treats a reply seen after many different contexts as an advertisement. Turns are compared
+    normalized (`normalize_turn`). Shuffles: (reply, context) pairs -> distinct contexts per reply with a capped
+    combiner -> flagged replies joined to the sessions that hold them -> sessions regrouped and split there
+    (reason `ad-reply` when no fragment of 2+ turns survives). Sessions that are not valid: `bad-input`."""
+
+    def __init__(self, stage: str = "ad_replies", max_contexts: int = 5):
+        super().__init__()
+        if max_contexts < 1:
+            raise ValueError(f"max_contexts must be at least 1, got {max_contexts}")
+        self.stage, self.max_contexts = stage, max_contexts
+
+    def expand(self, sessions):
+        checked = sessions | "Validate" >> beam.FlatMap(_validate_sessions(self.stage)).with_output_types(Any).with_outputs("bad", main="ok")
+        sessions = checked.ok
+
+        def reply_contexts(session: Session):
+            hashes = [turn_hash(turn) for turn in session.turns]
+            for i in range(1, len(hashes)):
+                yield hashes[i], hashes[i - 1]
+
+        def reply_places(session: Session):
+            key = join_key(session)
+            for reply in sorted({turn_hash(turn) for turn in session.turns[1:]}):
+                yield reply, key
+
+        limit = self.max_contexts
+        ads = (sessions
+               | "ReplyContexts" >> beam.FlatMap(reply_contexts)
+               | "DistinctContexts" >> beam.CombinePerKey(CappedDistinct(limit + 1))
+               | "OverLimit" >> beam.Filter(lambda kv: kv[1] > limit))
+        flagged = ({"ads": ads, "places": sessions | "ReplyPlaces" >> beam.FlatMap(reply_places)}
+                   | "JoinAds" >> beam.CoGroupByKey()
+                   | "FlagPlaces" >> beam.FlatMap(
+                       lambda kv: ((key, kv[0]) for key in kv[1]["places"]) if kv[1]["ads"] else ()))
+        split = sessions | "SplitAtAds" >> _FlaggedSplit(self.stage, "ad-reply", flagged)
+        return _stage_output(split, checked.bad, self.stage)
+
+
+# ---------------------------------------------------------------- generic replies
+
+_TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+|[^\s]", re.UNICODE)
+
+
+def tokens(text: str) -> list[str]:
+    """Units for trigrams: each CJK character alone (character trigrams for Chinese), a run of other letters or
+    digits as one unit (word trigrams for English), each other non-space character alone; case folded."""
+    return _TOKEN.findall(text.casefold())
+
+
+def trigrams(units: list[str]) -> list[str]:
+    return ["\x1f".join(units[i:i + 3]) for i in range(len(units) - 2)]
+
+
+def generic_cover(units: list[str], generic: set[str]) -> float:
+    """Fraction of the units of a reply inside at least one generic trigram (0 for replies under 3 units)."""
+    covered = [False] * len(units)
+    for i, gram in enumerate(trigrams(units)):
+        if gram in generic:
+            covered[i] = covered[i + 1] = covered[i + 2] = True
+    return sum(covered) / len(units) if units else 0.0
+
+
+class GenericReplies(beam.PTransform):
+    """Sessions -> sessions without generic replies: a reply is generic when more than `max_cover` of its units
+    (see `tokens`) lie in trigrams that occur in more than `min_sessions` distinct sessions (LCCC section 3.2,
+    which removes replies made of very frequent trigrams). Distinct sessions are distinct session ids. Shuffles:
+    (trigram, session id) -> capped distinct count -> generic trigrams joined to the sessions holding them ->
+    sessions regrouped, replies measured and split (reason `generic-reply` when nothing of 2+ turns survives)."""
+
+    def __init__(self, stage: str = "generic_replies", min_sessions: int = 1000, max_cover: float = 0.9):
+        super().__init__()
+        if min_sessions < 1:
+            raise ValueError(f"min_sessions must be at least 1, got {min_sessions}")
+        if not 0.0 <= max_cover <= 1.0:
+            raise ValueError(f"max_cover must be in [0, 1], got {max_cover}")
+        self.stage, self.min_sessions, self.max_cover = stage, min_sessions, max_cover
+
+    def expand(self, sessions):
+        checked = sessions | "Validate" >> beam.FlatMap(_validate_sessions(self.stage)).with_output_types(Any).with_outputs("bad", main="ok")
+        sessions = checked.ok
+        limit, max_cover, stage = self.min_sessions, self.max_cover, self.stage
+
+        def session_trigrams(session: Session):
+            grams = {gram for turn in session.turns for gram in trigrams(tokens(turn))}
+            for gram in sorted(grams):
+                yield gram, session.id
+
+        def reply_trigram_places(session: Session):
+            key = join_key(session)
+            for gram in sorted({gram for turn in session.turns[1:] for gram in trigrams(tokens(turn))}):
+                yield gram, key
+
+        generic = (sessions
+                   | "SessionTrigrams" >> beam.FlatMap(session_trigrams)
+                   | "DistinctSessions" >> beam.CombinePerKey(CappedDistinct(limit + 1))
+                   | "OverLimit" >> beam.Filter(lambda kv: kv[1] > limit))
+        places = ({"generic": generic, "places": sessions | "TrigramPlaces" >> beam.FlatMap(reply_trigram_places)}
+                  | "JoinGeneric" >> beam.CoGroupByKey()
+                  | "GenericPlaces" >> beam.FlatMap(
+                      lambda kv: ((key, kv[0]) for key in kv[1]["places"]) if kv[1]["generic"] else ()))
+
+        def split(grouped):
+            _, joined = grouped
+            generic_grams = set(joined["generic"])
+            for session in joined["sessions"]:
+                removed = {i for i, turn in enumerate(session.turns)
+                           if i > 0 and generic_cover(tokens(turn), generic_grams) > max_cover}
+                fragments, counts, rejects = split_outcome(session, removed, stage, "generic-reply")
+                yield from fragments
+                yield beam.pvalue.TaggedOutput("counts", counts)
+                for row in rejects:
+                    yield beam.pvalue.TaggedOutput("rejects", row)
+
+        split_out = ({"sessions": sessions | "KeySessions" >> beam.Map(lambda s: (join_key(s), s)),
+                      "generic": places}
+                     | "JoinSessions" >> beam.CoGroupByKey()
+                     | "Split" >> beam.FlatMap(split).with_output_types(Any).with_outputs("counts", "rejects", main="kept"))
+        return _stage_output(split_out, checked.bad, stage)
+
+
+# ---------------------------------------------------------------- threads to sessions
+
+def is_valid_post(post: Any) -> bool:
+    return (isinstance(post, Post) and isinstance(post.id, str) and post.id != "" and isinstance(post.text, str)
+            and (post.parent_id is None or isinstance(post.parent_id, str)))
+
+
+def _post_order(post: Post) -> tuple[str, str, str, str, str]:
+    return (post.key, post.source, post.text, post.parent_id or "", post.author)
+
+
+def thread_key(post: Post) -> str | None:
+    thread = post.meta.get("thread_id") if isinstance(post.meta, dict) else None
+    return None if thread in (None, "") else str(thread)
+
+
+def build_thread(posts: list[Post], max_depth: int, missing_parent: str = "root"
+                 ) -> tuple[list[Session], list[tuple[Post, str]]]:
+    """Sessions of one thread (posts with distinct ids) and the outcome of every post.
+
+    Outcomes: `out` (the leaf of one session), `merged-into-session` (an inner post: its text lives on in the
+    sessions below it), `no-reply` (a root without replies: one turn is no dialogue), `cycle` (its parent links
+    never reach a root: on a cycle or below one), `missing-parent` (its parent is not in the dump and
+    `missing_parent="drop"`; the post's whole subtree goes with it). With `missing_parent="root"` (default) such a
+    post starts a thread of its own: Weibo/forum dumps routinely lack the post being replied to, and the replies
+    below it are still a dialogue. A path longer than `max_depth` keeps its last `max_depth` posts, the context
+    nearest the leaf's reply."""
+    by_id = {post.id: post for post in posts}
+    children: dict[str, list[str]] = {}
+    roots = []
+    for post in sorted(posts, key=lambda p: p.id):
+        parent = post.parent_id or ""
+        if not parent:
+            roots.append(post.id)
+        elif parent not in by_id:
+            if missing_parent == "root":
+                roots.append(post.id)
+        else:
+            children.setdefault(parent, []).append(post.id)
+    up = {child: parent for parent, kids in children.items() for child in kids}
+    outcome: dict[str, str] = {}
+    sessions = []
+    for root in roots:
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            below = children.get(node, [])
+            stack.extend(reversed(below))
+            if below:
+                outcome[node] = "merged-into-session"
+            elif node == root:
+                outcome[node] = "no-reply"
+            else:
+                outcome[node] = "out"
+                sessions.append(_path_session(node, root, up, by_id, max_depth))
+    for post in posts:
+        if post.id not in outcome:
+            outcome[post.id] = _unreached_reason(post.id, by_id)
+    return sessions, [(by_id[i], outcome[i]) for i in sorted(by_id)]
+
+
+def _path_session(leaf: str, root: str, up: dict[str, str], by_id: dict[str, Post], max_depth: int) -> Session:
+    """The session of the path root -> leaf, cut to its last `max_depth` posts."""
+    path = [leaf]
+    while path[-1] != root and len(path) < max_depth:
+        path.append(up[path[-1]])
+    chain = [by_id[i] for i in reversed(path)]
+    authors = [post.author for post in chain]
+    return Session(turns=[post.text for post in chain], source=by_id[root].source, key=by_id[leaf].key,
+                   speakers=authors if any(authors) else None,
+                   meta={"thread_root": root, "post_ids": [post.id for post in chain]})
+
+
+def _unreached_reason(post_id: str, by_id: dict[str, Post]) -> str:
+    """Why a post was not reached from a root: its chain of parents loops (`cycle`) or ends at a missing post."""
+    seen = set()
+    node = post_id
+    while node in by_id and node not in seen:
+        seen.add(node)
+        node = by_id[node].parent_id or ""
+    return "cycle" if node in seen else "missing-parent"
+
+
+class ThreadsToSessions(beam.PTransform):
+    """Posts -> sessions, one per root-to-leaf path of each thread (turns = texts, speakers = authors when any,
+    key = the leaf post's key, source = the root post's source; see `build_thread` for every post outcome).
+
+    Shuffles: duplicate ids are grouped first (the post smallest by key, source, text, parent, author is kept, the
+    others dropped as `duplicate-id`); then posts are grouped by thread: by `meta["thread_id"]` when the dump has
+    one, else by the connected component of the parent links (`pipelines.dedup.components`, large-star/small-star
+    rounds with a convergence check: unlike pointer jumping, exact for threads of any depth and for cycles); each
+    thread is built in memory (a thread fits one worker).
+
+    Ledger (stage `threads`): every post is `in`; each session is `out` through its leaf post; inner posts are
+    dropped as `merged-into-session` (no reject row: they are in the sessions); `no-reply`, `cycle`,
+    `missing-parent`, `duplicate-id` and `bad-input` are real drops with reject rows. So in = out + dropped."""
+
+    def __init__(self, stage: str = "threads", max_depth: int = 32, missing_parent: str = "root",
+                 max_rounds: int = 30):
+        super().__init__()
+        if max_depth < MIN_FRAGMENT_TURNS:
+            raise ValueError(f"max_depth must be at least {MIN_FRAGMENT_TURNS}, got {max_depth}")
+        if missing_parent not in ("root", "drop"):
+            raise ValueError(f"missing_parent must be 'root' or 'drop', got {missing_parent!r}")
+        self.stage, self.max_depth, self.missing_parent, self.max_rounds = stage, max_depth, missing_parent, max_rounds
+
+    def expand(self, posts):
+        from pipelines.dedup.components import ConnectedComponents
+
+        stage, max_depth, missing_parent = self.stage, self.max_depth, self.missing_parent
+
+        def validate(post):
+            if is_valid_post(post):
+                yield post.id, post
+            else:
+                yield beam.pvalue.TaggedOutput("bad", (
+                    {f"{stage}|in": 1, f"{stage}|drop|{BAD_INPUT}": 1}, post_reject(post, stage, BAD_INPUT)))
+
+        def first_of_duplicates(grouped):
+            _, copies = grouped
+            first, *others = sorted(copies, key=_post_order)
+            yield first
+            for post in others:
+                yield beam.pvalue.TaggedOutput("bad", (
+                    {f"{stage}|in": 1, f"{stage}|drop|duplicate-id": 1}, post_reject(post, stage, "duplicate-id")))
+
+        checked = posts | "Validate" >> beam.FlatMap(validate).with_output_types(Any).with_outputs("bad", main="ok")
+        unique = (checked.ok | "GroupIds" >> beam.GroupByKey()
+                  | "DropDuplicateIds" >> beam.FlatMap(first_of_duplicates).with_output_types(Any).with_outputs("bad", main="ok"))
+        linked = unique.ok | "NoThreadId" >> beam.Filter(lambda post: thread_key(post) is None)
+        labels = (linked
+                  | "ParentLinks" >> beam.FlatMap(
+                      lambda post: [(post.id, post.parent_id)] if post.parent_id else [(post.id, post.id)])
+                  | "Components" >> ConnectedComponents(max_rounds=self.max_rounds))
+        by_component = ({"post": linked | "KeyById" >> beam.Map(lambda post: (post.id, post)), "label": labels}
+                        | "JoinLabels" >> beam.CoGroupByKey()
+                        | "KeyByComponent" >> beam.FlatMap(
+                            lambda kv: [("c\x00" + kv[1]["label"][0], post) for post in kv[1]["post"]]))
+        by_thread_id = (unique.ok | "WithThreadId" >> beam.Filter(lambda post: thread_key(post) is not None)
+                        | "KeyByThreadId" >> beam.Map(lambda post: ("t\x00" + thread_key(post), post)))
+
+        def build(grouped):
+            _, thread_posts = grouped
+            thread_posts = list(thread_posts)
+            sessions, outcomes = build_thread(thread_posts, max_depth, missing_parent)
+            yield from sessions
+            ids = {post.id for post in thread_posts}
+            for post, outcome in outcomes:
+                counts = {f"{stage}|in": 1}
+                counts[f"{stage}|out" if outcome == "out" else f"{stage}|drop|{outcome}"] = 1
+                if post.parent_id and post.parent_id not in ids and missing_parent == "root":
+                    counts[f"{stage}|count|missing-parent"] = 1
+                yield beam.pvalue.TaggedOutput("counts", counts)
+                if outcome in ("out", "merged-into-session"):
+                    continue
+                if outcome != "merged-into-session":
+                    yield beam.pvalue.TaggedOutput("rejects", post_reject(post, stage, outcome))
+
+        built = ((by_component, by_thread_id) | "AllThreads" >> beam.Flatten()
+                 | "GroupThreads" >> beam.GroupByKey()
+                 | "BuildThreads" >> beam.FlatMap(build).with_output_types(Any).with_outputs("counts", "rejects", main="kept"))
+        bad = (checked.bad, unique.bad) | "AllBad" >> beam.Flatten()
+        return _stage_output(built, bad, stage)
