@@ -170,24 +170,31 @@ class AdReplies(beam.PTransform):
     """Sessions -> sessions without replies that follow more than `max_contexts` distinct preceding turns.
 
     LCCC (section 3.2) treats a reply seen after many different contexts as an advertisement. Turns are compared
-    normalized (`normalize_turn`). Shuffles: (reply, context) pairs -> distinct contexts per reply with a capped
+    normalized (`normalize_turn`); replies shorter than `min_reply_chars` (default 8, our choice) are never ads:
+    short stock replies follow every kind of context and are the generic-reply rule's business. Shuffles: (reply, context) pairs -> distinct contexts per reply with a capped
     combiner -> flagged replies joined to the sessions that hold them -> sessions regrouped and split there
     (reason `ad-reply` when no fragment of 2+ turns survives). Sessions that are not valid: `bad-input`."""
 
-    def __init__(self, stage: str = "ad_replies", max_contexts: int = 5):
+    def __init__(self, stage: str = "ad_replies", max_contexts: int = 5, min_reply_chars: int = 8):
         super().__init__()
         if max_contexts < 1:
             raise ValueError(f"max_contexts must be at least 1, got {max_contexts}")
-        self.stage, self.max_contexts = stage, max_contexts
+        if min_reply_chars < 0:
+            raise ValueError(f"min_reply_chars must be >= 0, got {min_reply_chars}")
+        self.stage, self.max_contexts, self.min_reply_chars = stage, max_contexts, min_reply_chars
 
     def expand(self, sessions):
         checked = sessions | "Validate" >> beam.FlatMap(_validate_sessions(self.stage)).with_output_types(Any).with_outputs("bad", main="ok")
         sessions = checked.ok
 
+        min_chars = self.min_reply_chars
+
         def reply_contexts(session: Session):
+            # short replies ("哈哈", "好的") follow every context: they are generic, not ads (generic_replies)
             hashes = [turn_hash(turn) for turn in session.turns]
             for i in range(1, len(hashes)):
-                yield hashes[i], hashes[i - 1]
+                if len(normalize_turn(session.turns[i])) >= min_chars:
+                    yield hashes[i], hashes[i - 1]
 
         def reply_places(session: Session):
             key = join_key(session)

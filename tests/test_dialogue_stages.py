@@ -147,21 +147,23 @@ def test_ad_replies_exact():
     sessions.append(Session(["今天天气", "不错"], key="clean"))
     bad = Session(["placeholder"])
     bad.turns = [1, 2]
-    kept, rejects, total, per_item = run(AdReplies(max_contexts=4), sessions + [bad])
+    kept, rejects, total, per_item = run(AdReplies(max_contexts=4, min_reply_chars=4), sessions + [bad])
     assert by_key(kept) == {**{f"s{i}@2-3": [f"回答{i}", f"追问{i}"] for i in range(4)}, "clean": ["今天天气", "不错"]}
     assert total == {"ad_replies|in": 7, "ad_replies|out": 5, "ad_replies|drop|ad-reply": 1,
                      "ad_replies|drop|bad-input": 1, "ad_replies|count|replies-removed": 5}
     assert len(per_item) == 7 and balanced(total, "ad_replies")
     assert sorted(r["reason"] for r in rejects) == ["ad-reply", "bad-input"]
-    kept5, _, total5, _ = run(AdReplies(max_contexts=5), sessions)          # 5 contexts is not more than 5
+    kept5, _, total5, _ = run(AdReplies(max_contexts=5, min_reply_chars=4), sessions)  # 5 is not more than 5
     assert len(kept5) == 6 and "ad_replies|count|replies-removed" not in total5
+    kept_short, _, total_short, _ = run(AdReplies(max_contexts=4), sessions)  # default: 6-char replies are no ads
+    assert len(kept_short) == 6 and "ad_replies|count|replies-removed" not in total_short
 
 
 def test_ad_replies_split_creates_fragments():
     ad = "关注公众号领红包"
     sessions = [Session([f"c{i}", ad], key=f"x{i}") for i in range(3)]
     sessions.append(Session(["甲", "乙", ad, "丙", "丁"], key="two"))
-    kept, _, total, _ = run(AdReplies(max_contexts=2), sessions)
+    kept, _, total, _ = run(AdReplies(max_contexts=2, min_reply_chars=4), sessions)
     assert by_key(kept) == {"two@0-1": ["甲", "乙"], "two@3-4": ["丙", "丁"]}
     assert total["ad_replies|created"] == 1 and balanced(total, "ad_replies")
 
