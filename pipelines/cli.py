@@ -39,64 +39,46 @@ def pipeline_options(beam_args: list[str]):
     return options
 
 
-def run_text(inputs: list[str], output: str, config_path: str | None, beam_args: list[str]) -> dict[str, Any]:
-    """Build and run the web-text pipeline; return the stats it wrote."""
+def _run(build, inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str]) -> dict[str, Any]:
+    """Run one pipeline (`build(pipeline, inputs, output, config)`) and return the stats.json it wrote."""
     import apache_beam as beam
     from apache_beam.io.filesystems import FileSystems
 
-    from cleaners.recipe import load_recipe
-    from pipelines.text import build_text_pipeline
-
-    config = load_recipe(config_path)
     _clear_previous_outputs(output)
-    options = pipeline_options(beam_args)
     started = time.time()
-    with beam.Pipeline(options=options) as pipeline:
-        build_text_pipeline(pipeline, inputs, output, config)
+    with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
+        build(pipeline, inputs, output, config)
     with FileSystems.open(FileSystems.join(output, "stats.json")) as fh:
         stats = json.loads(fh.read().decode("utf-8"))
     stats["wall_seconds"] = round(time.time() - started, 2)
     return stats
 
 
+def run_text(inputs: list[str], output: str, config_path: str | None, beam_args: list[str]) -> dict[str, Any]:
+    """The web-text pipeline with the default recipe merged with `config_path`."""
+    from cleaners.recipe import load_recipe
+    from pipelines.text import build_text_pipeline
+
+    return _run(build_text_pipeline, inputs, output, load_recipe(config_path), beam_args)
+
+
 def run_dedup(inputs: list[str], output: str, config_path: str | None, threshold: float | None,
               beam_args: list[str]) -> dict[str, Any]:
-    """Build and run the dedup stages on an existing corpus; return the stats it wrote."""
-    import apache_beam as beam
-    from apache_beam.io.filesystems import FileSystems
-
+    """The dedup stages alone on an existing corpus; `threshold` overrides the recipe's MinHash threshold."""
     from cleaners.recipe import load_recipe
     from pipelines.dedup.corpus import build_dedup_pipeline
 
     config = load_recipe(config_path)
     if threshold is not None:
         config.setdefault("dedup", {}).setdefault("minhash", {})["threshold"] = threshold
-    _clear_previous_outputs(output)
-    started = time.time()
-    with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
-        build_dedup_pipeline(pipeline, inputs, output, config)
-    with FileSystems.open(FileSystems.join(output, "stats.json")) as fh:
-        stats = json.loads(fh.read().decode("utf-8"))
-    stats["wall_seconds"] = round(time.time() - started, 2)
-    return stats
+    return _run(build_dedup_pipeline, inputs, output, config, beam_args)
 
 
 def run_dialogue(inputs: list[str], output: str, config_path: str | None, beam_args: list[str]) -> dict[str, Any]:
-    """Build and run the dialogue pipeline; return the stats it wrote."""
-    import apache_beam as beam
-    from apache_beam.io.filesystems import FileSystems
-
+    """The dialogue pipeline with the default dialogue recipe merged with `config_path`."""
     from pipelines.dialogue import build_dialogue_pipeline, load_dialogue_recipe
 
-    config = load_dialogue_recipe(config_path)
-    _clear_previous_outputs(output)
-    started = time.time()
-    with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
-        build_dialogue_pipeline(pipeline, inputs, output, config)
-    with FileSystems.open(FileSystems.join(output, "stats.json")) as fh:
-        stats = json.loads(fh.read().decode("utf-8"))
-    stats["wall_seconds"] = round(time.time() - started, 2)
-    return stats
+    return _run(build_dialogue_pipeline, inputs, output, load_dialogue_recipe(config_path), beam_args)
 
 
 def _clear_previous_outputs(output: str) -> None:
