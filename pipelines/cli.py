@@ -147,6 +147,21 @@ def _cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
     print(f"wudao demo: web-text pipeline on the embedded sample crawl ({len(inputs)} files)")
     stats = run_text(inputs, text_out, args.config, beam_args)
     print(format_summary(stats, text_out))
+    corpus = os.path.join(text_out, "corpus", "part-*.jsonl.gz")
+    tokenizer_out, shards_out = os.path.join(args.output, "tokenizer"), os.path.join(args.output, "shards")
+    print(f"\nwudao demo: a small bilingual tokenizer from the demo corpus, then tokenized shards")
+    from pipelines.shards_job import write_shards
+    from pipelines.tokenizer_job import train_tokenizer
+
+    train_tokenizer([corpus], tokenizer_out, vocab_size=2000, beam_args=beam_args)
+    with open(os.path.join(tokenizer_out, "vocab.json"), encoding="utf-8") as fh:
+        vocab = json.load(fh)
+    print(f"tokenizer: {tokenizer_out} ({vocab['text_vocab_size']} text pieces, {len(vocab['special_tokens'])} "
+          f"special tokens, {vocab['image_codes']} image codes: {vocab['total_size']} ids)")
+    manifest = write_shards([corpus], tokenizer_out, shards_out, shard_size_bytes=64_000, val_fraction=0.1,
+                            beam_args=beam_args)
+    print(f"shards:    {shards_out} ({len(manifest['shards'])} shards, "
+          f"{sum(s['tokens'] for s in manifest['shards'])} tokens; check with `wudao shards verify {shards_out}`)")
     inputs = sample_inputs("dialogue_sample")
     dialogue_out = os.path.join(args.output, "dialogue")
     print(f"\nwudao demo: dialogue pipeline on the embedded dialogue sample ({len(inputs)} files)")
@@ -190,6 +205,45 @@ def _cmd_quality_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _size_bytes(text: str) -> int:
+    """'256MB', '1.5GB', '4096' -> bytes."""
+    units = {"KB": 1000, "MB": 1000**2, "GB": 1000**3, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "B": 1}
+    upper = text.strip().upper()
+    for unit in sorted(units, key=len, reverse=True):
+        if upper.endswith(unit):
+            return int(float(upper[: -len(unit)]) * units[unit])
+    return int(upper)
+
+
+def _cmd_tokenizer_train(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.tokenizer_job import train_tokenizer
+
+    result = train_tokenizer(args.corpus, args.output, vocab_size=args.vocab_size, zh_share=args.zh_share,
+                             model_type=args.model_type, beam_args=beam_args)
+    print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+    return 0
+
+
+def _cmd_shards(args: argparse.Namespace, beam_args: list[str]) -> int:
+    if args.action == "verify":
+        from shards.manifest import main_verify
+
+        if not args.dir:
+            raise SystemExit("usage: wudao shards verify DIR")
+        return main_verify(args.dir)
+    if args.action or not (args.corpus and args.tokenizer and args.output):
+        raise SystemExit("usage: wudao shards --corpus GLOB --tokenizer DIR --output DIR [...] | wudao shards verify DIR")
+    from pipelines.shards_job import write_shards
+
+    manifest = write_shards(args.corpus, args.tokenizer, args.output, seq_len=args.seq_len,
+                            shard_size_bytes=_size_bytes(args.shard_size), val_fraction=args.val_fraction,
+                            beam_args=beam_args)
+    shards = manifest["shards"] if isinstance(manifest, dict) else []
+    print(f"{len(shards)} shards, {sum(s['samples'] for s in shards)} samples, "
+          f"{sum(s['tokens'] for s in shards)} tokens -> {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wudao", description="Build WuDaoCorpora-style corpora with Apache Beam.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -222,6 +276,27 @@ def build_parser() -> argparse.ArgumentParser:
     extract = sub.add_parser("extract", help="print {file, title, text} JSON lines for .html / .html.gz files")
     extract.add_argument("files", nargs="+")
     extract.set_defaults(func=_cmd_extract)
+
+    tok = sub.add_parser("tokenizer", help="bilingual SentencePiece tokenizer")
+    tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True)
+    ttrain = tok_sub.add_parser("train", help="train on a balanced zh/en sample of a corpus (Beam sampling step)")
+    ttrain.add_argument("--corpus", action="append", required=True, help="corpus JSONL(.gz) glob; repeatable")
+    ttrain.add_argument("--output", required=True, help="folder for the model, vocab.json")
+    ttrain.add_argument("--vocab-size", type=int, default=50000)
+    ttrain.add_argument("--zh-share", type=float, default=0.5)
+    ttrain.add_argument("--model-type", choices=["unigram", "bpe"], default="unigram")
+    ttrain.set_defaults(func=_cmd_tokenizer_train)
+
+    shards = sub.add_parser("shards", help="tokenized WebDataset shards; `wudao shards verify DIR` checks them")
+    shards.add_argument("action", nargs="?", choices=["verify"], help="verify an existing shard folder")
+    shards.add_argument("dir", nargs="?", help="the shard folder to verify")
+    shards.add_argument("--corpus", action="append", help="corpus JSONL(.gz) glob; repeatable")
+    shards.add_argument("--tokenizer", help="tokenizer folder (from `wudao tokenizer train`)")
+    shards.add_argument("--output", help="shard folder")
+    shards.add_argument("--seq-len", type=int, default=512)
+    shards.add_argument("--shard-size", default="256MB")
+    shards.add_argument("--val-fraction", type=float, default=0.01)
+    shards.set_defaults(func=_cmd_shards)
 
     quality = sub.add_parser("quality", help="fastText quality classifier")
     quality_sub = quality.add_subparsers(dest="quality_command", required=True)

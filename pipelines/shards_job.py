@@ -1,0 +1,214 @@
+"""Beam graph: a clean corpus (JSONL/JSONL.gz `corpus/part-*`) -> tokenized WebDataset shards + manifest.json.
+
+    read records -> split by id hash -> tokenize in batches (tokenizer loaded in DoFn.setup)
+    -> per split: estimated tar bytes summed -> number of shards = ceil(bytes / shard_size_bytes)
+    -> key (split, shard_of(id, n)) -> GroupByKey -> write each shard (sorted, temp name + rename)
+    -> manifest.json (atomic), stale shards of an earlier run removed.
+
+Which record lands in which shard, and every shard's bytes, depend only on the corpus and the tokenizer, never on
+the runner, bundling or worker count (tested: FnApiRunner in-process vs multi_processing). A rerun keeps a shard
+already on disk whose manifest entry (and tokenizer hash and dtype) matches what it would write.
+The shard files are written with local file operations (os.replace), so `output` is a local or mounted path.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import math
+import os
+from typing import Any, Callable, Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from shards.manifest import build_manifest, read_manifest, write_manifest
+from shards.writer import (SPLITS, check_key, dtype_for, encode_sample, file_sha256, shard_name, shard_of,
+                           split_of, write_shard)
+
+LOG = logging.getLogger("wudao.shards")
+NAMESPACE = "shards"
+_TAR_BLOCK = 512
+
+
+class ProjectTokenizer:
+    """Adapter over the project's tokenizer: `encode_batch`, `vocab_size` (whole id space) and `hash`."""
+
+    def __init__(self, directory: str):
+        from tokenizer.text import TextTokenizer, tokenizer_hash
+
+        self._tok = TextTokenizer.load(directory)
+        self.vocab_size = len(self._tok)  # the whole shared id space (text, specials, image codes)
+        self.hash = tokenizer_hash(directory)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._tok.encode_batch(list(texts))
+
+
+def sample_text(record: dict[str, Any]) -> str | None:
+    """The text a record is tokenized from: its `content` (WuDao schema), or `text`; None when neither is a
+    non-empty string."""
+    for field in ("content", "text"):
+        value = record.get(field)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def tar_bytes(sample: dict[str, Any]) -> int:
+    """Exact bytes a sample takes in a ustar tar: a 512-byte header per member plus its data padded to 512."""
+    return sum(_TAR_BLOCK + -(-len(sample[ext]) // _TAR_BLOCK) * _TAR_BLOCK for ext in sample if ext != "__key__")
+
+
+class ReadRecords(beam.DoFn):
+    """Records `{"id", "source", "lang", "text"}` of one JSONL(.gz) file; unusable lines are counted, skipped."""
+
+    def process(self, metadata: fileio.FileMetadata) -> Iterable[dict[str, Any]]:
+        try:
+            with FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+                head = raw.read(2)
+                raw.seek(0)
+                stream = gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw
+                for line in io.TextIOWrapper(stream, encoding="utf-8", errors="replace"):
+                    if not line.strip():
+                        continue
+                    row = self._row(line)
+                    if row is None:
+                        Metrics.counter(NAMESPACE, "records-skipped").inc()
+                    else:
+                        Metrics.counter(NAMESPACE, "records-read").inc()
+                        yield row
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:  # truncated file: what was read stays
+            LOG.warning("shards: %s is damaged (%s)", metadata.path, exc)
+            Metrics.counter(NAMESPACE, "files-damaged").inc()
+
+    @staticmethod
+    def _row(line: str) -> dict[str, Any] | None:
+        try:
+            record = json.loads(line)
+            check_key(record["id"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        text = sample_text(record)
+        if text is None:
+            return None
+        return {"id": record["id"], "source": str(record.get("source", "")), "lang": str(record.get("lang", "")),
+                "text": text}
+
+
+class Tokenize(beam.DoFn):
+    """A batch of rows -> (split, sample) pairs; the tokenizer is loaded once per worker in setup()."""
+
+    def __init__(self, loader: Callable[[str], Any], tokenizer_dir: str, dtype: str, val_fraction: float):
+        self._loader, self._dir, self._dtype, self._val = loader, tokenizer_dir, dtype, val_fraction
+        self._tok = None
+
+    def setup(self) -> None:
+        self._tok = self._loader(self._dir)
+
+    def process(self, rows: list[dict[str, Any]]) -> Iterable[tuple[str, dict[str, Any]]]:
+        for row, ids in zip(rows, self._tok.encode_batch([r["text"] for r in rows])):
+            Metrics.counter(NAMESPACE, "tokens").inc(len(ids))
+            yield split_of(row["id"], self._val), encode_sample(row, ids, self._dtype)
+
+
+class WriteShard(beam.DoFn):
+    """(split, index), samples -> the shard's manifest entry; keeps a matching shard from an earlier run."""
+
+    def __init__(self, output: str, previous: dict[str, dict[str, Any]]):
+        self._output, self._previous = output, previous
+
+    def process(self, element: tuple[tuple[str, int], Iterable[dict[str, Any]]]) -> Iterable[dict[str, Any]]:
+        (split, index), samples = element
+        unique = self._unique(samples)
+        name = shard_name(split, index)
+        path = os.path.join(self._output, name)
+        tokens = sum(json.loads(s["json"])["tokens"] for s in unique)
+        old = self._previous.get(name)
+        if old and old["samples"] == len(unique) and old["tokens"] == tokens and os.path.isfile(path) \
+                and file_sha256(path) == (old["sha256"], old["bytes"]):
+            Metrics.counter(NAMESPACE, "shards-kept").inc()
+            yield dict(old)
+            return
+        info = write_shard(unique, path)
+        Metrics.counter(NAMESPACE, "shards-written").inc()
+        yield {**info.to_dict(), "split": split}
+
+    @staticmethod
+    def _unique(samples: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One sample per key (the corpus should have unique ids; if not, a fixed one of the copies is kept)."""
+        chosen: dict[str, dict[str, Any]] = {}
+        for sample in samples:
+            key = sample["__key__"]
+            have = chosen.get(key)
+            if have is None or (sample["npy"], sample["json"]) < (have["npy"], have["json"]):
+                if have is not None:
+                    Metrics.counter(NAMESPACE, "duplicate-ids").inc()
+                chosen[key] = sample
+            else:
+                Metrics.counter(NAMESPACE, "duplicate-ids").inc()
+        return list(chosen.values())
+
+
+def _assign(item: tuple[str, dict[str, Any]], counts: dict[str, int]) -> tuple[tuple[str, int], dict[str, Any]]:
+    split, sample = item
+    return (split, shard_of(sample["__key__"], counts[split])), sample
+
+
+def _finish(entries: list[dict[str, Any]], output: str, tokenizer_hash: str, dtype: str, seq_len: int,
+            command: str) -> dict[str, Any]:
+    """Write manifest.json and remove `train-*.tar` / `val-*.tar` left by an earlier run but not listed now."""
+    manifest = build_manifest(entries, tokenizer_hash, dtype, seq_len, command)
+    listed = {e["name"] for e in manifest["shards"]}
+    for name in os.listdir(output):
+        if name.endswith(".tar") and name.split("-")[0] in SPLITS and name not in listed:
+            os.remove(os.path.join(output, name))
+    write_manifest(output, manifest)
+    return manifest
+
+
+def write_shards(corpus_globs: Sequence[str], tokenizer_dir: str, output: str, seq_len: int = 512,
+                 shard_size_bytes: int = 256 * 1024 * 1024, val_fraction: float = 0.01,
+                 beam_args: Sequence[str] = (), loader: Callable[[str], Any] = ProjectTokenizer,
+                 command: str | None = None) -> dict[str, Any]:
+    """Tokenize the corpus matched by `corpus_globs` into `output/{train,val}-NNNNNN.tar` + manifest.json.
+
+    `loader(tokenizer_dir)` gives an object with `encode_batch(texts)`, `vocab_size` and `hash`; it must pickle
+    (it is called in the driver and in each worker's setup). Returns the manifest written."""
+    from pipelines.cli import pipeline_options
+
+    if shard_size_bytes < 1:
+        raise ValueError("shard_size_bytes must be >= 1")
+    split_of("", val_fraction)  # validates val_fraction before any work
+    tok = loader(tokenizer_dir)
+    dtype, tokenizer_hash = dtype_for(tok.vocab_size), str(tok.hash)
+    os.makedirs(output, exist_ok=True)
+    output = os.path.abspath(output)
+    previous = read_manifest(output) or {}
+    same_tokens = previous.get("tokenizer_hash") == tokenizer_hash and previous.get("dtype") == dtype
+    reusable = {e["name"]: e for e in previous.get("shards", []) if isinstance(e, dict)} if same_tokens else {}
+    command = command or (f"write_shards {json.dumps(sorted(corpus_globs))} tokenizer_hash={tokenizer_hash} "
+                          f"seq_len={seq_len} shard_size_bytes={shard_size_bytes} val_fraction={val_fraction}")
+    with beam.Pipeline(options=pipeline_options(list(beam_args))) as pipeline:
+        samples = (pipeline
+                   | "Globs" >> beam.Create(sorted(corpus_globs))
+                   | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.DISALLOW)
+                   | "Read" >> beam.ParDo(ReadRecords())
+                   | "Spread" >> beam.Reshuffle()
+                   | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=512)
+                   | "Tokenize" >> beam.ParDo(Tokenize(loader, tokenizer_dir, dtype, val_fraction)))
+        counts = (samples
+                  | "Bytes" >> beam.Map(lambda item: (item[0], tar_bytes(item[1])))
+                  | "BytesPerSplit" >> beam.CombinePerKey(sum)
+                  | "NumShards" >> beam.Map(lambda kv: (kv[0], max(1, math.ceil(kv[1] / shard_size_bytes)))))
+        _ = (samples
+             | "Assign" >> beam.Map(_assign, counts=beam.pvalue.AsDict(counts))
+             | "Group" >> beam.GroupByKey()
+             | "Write" >> beam.ParDo(WriteShard(output, reusable))
+             | "Entries" >> beam.combiners.ToList()
+             | "Manifest" >> beam.Map(_finish, output, tokenizer_hash, dtype, seq_len, command))
+    return read_manifest(output) or {}

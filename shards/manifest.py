@@ -1,0 +1,150 @@
+"""`manifest.json` beside the shards, and `verify(dir)`: do the shards on disk match what the manifest says?
+
+Manifest: {"shards": [{"name", "split", "samples", "tokens", "bytes", "sha256"}], "tokenizer_hash", "dtype",
+"seq_len", "command", "created_with"}. It holds no timestamps, so the same inputs give the same manifest.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import sys
+import tarfile
+from typing import Any, Iterable
+
+import numpy as np
+
+from shards.writer import SPLITS, file_sha256
+
+MANIFEST = "manifest.json"
+ENTRY_FIELDS = ("name", "split", "samples", "tokens", "bytes", "sha256")
+
+
+def created_with() -> dict[str, str]:
+    """Versions that decide the shard bytes (numpy's npy header, Python's tarfile)."""
+    return {"wudao-corpora": _version(), "python": platform.python_version(), "numpy": np.__version__}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("wudao-corpora")
+    except Exception:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def build_manifest(entries: Iterable[dict[str, Any]], tokenizer_hash: str, dtype: str, seq_len: int,
+                   command: str) -> dict[str, Any]:
+    """The manifest dict, shards sorted by name; an entry missing a field raises ValueError."""
+    shards = []
+    for entry in entries:
+        missing = [f for f in ENTRY_FIELDS if f not in entry]
+        if missing:
+            raise ValueError(f"manifest entry {entry.get('name')!r} lacks {missing}")
+        shards.append({f: entry[f] for f in ENTRY_FIELDS})
+    shards.sort(key=lambda e: e["name"])
+    return {"shards": shards, "tokenizer_hash": tokenizer_hash, "dtype": dtype, "seq_len": seq_len,
+            "command": command, "created_with": created_with()}
+
+
+def write_manifest(directory: str, manifest: dict[str, Any]) -> str:
+    """Write `directory/manifest.json` atomically (temp file, then rename); returns its path."""
+    path = os.path.join(directory, MANIFEST)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(manifest, fh, ensure_ascii=False, indent=1, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(directory: str) -> dict[str, Any] | None:
+    """The manifest in `directory`, or None when there is none or it does not parse."""
+    try:
+        with open(os.path.join(directory, MANIFEST), encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("shards"), list) else None
+
+
+def _check_samples(path: str, entry: dict[str, Any], dtype: str) -> list[str]:
+    """Problems inside one tar: unpaired members, npy of the wrong dtype, token counts unlike the json."""
+    name, problems, members = entry["name"], [], {}
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                fh = tar.extractfile(member)
+                members.setdefault(key, {})[ext] = fh.read() if fh else b""
+    except (tarfile.TarError, OSError) as exc:
+        return [f"{name}: unreadable tar ({exc})"]
+    tokens = 0
+    for key, sample in sorted(members.items()):
+        if set(sample) != {"npy", "json"}:
+            problems.append(f"{name}: sample {key} has members {sorted(sample)}, expected json and npy")
+            continue
+        try:
+            arr = np.load(io.BytesIO(sample["npy"]), allow_pickle=False)
+            meta = json.loads(sample["json"])
+        except ValueError as exc:
+            problems.append(f"{name}: sample {key} does not decode ({exc})")
+            continue
+        if arr.dtype != np.dtype(dtype).newbyteorder("<") or arr.ndim != 1:
+            problems.append(f"{name}: sample {key} npy is {arr.dtype}{list(arr.shape)}, expected 1-D {dtype}")
+        if meta.get("tokens") != arr.size or meta.get("id") != key:
+            problems.append(f"{name}: sample {key} json says {meta.get('tokens')} tokens, npy holds {arr.size}")
+        tokens += arr.size
+    if len(members) != entry["samples"]:
+        problems.append(f"{name}: {len(members)} samples, manifest says {entry['samples']}")
+    if tokens != entry["tokens"]:
+        problems.append(f"{name}: {tokens} tokens, manifest says {entry['tokens']}")
+    return problems
+
+
+def verify(directory: str) -> list[str]:
+    """Every problem found in `directory` (empty list: all good): a missing or bad manifest, a missing shard,
+    a size or sha256 mismatch, bad samples, counts unlike the manifest, a .tar the manifest does not list."""
+    manifest = read_manifest(directory)
+    if manifest is None:
+        return [f"{os.path.join(directory, MANIFEST)}: missing or not a manifest"]
+    dtype = manifest.get("dtype")
+    if dtype not in ("uint16", "uint32"):
+        return [f"manifest dtype {dtype!r} is not uint16 or uint32"]
+    problems, listed = [], set()
+    for entry in manifest["shards"]:
+        if not isinstance(entry, dict) or any(f not in entry for f in ENTRY_FIELDS):
+            problems.append(f"manifest entry {entry!r} lacks fields")
+            continue
+        name = entry["name"]
+        listed.add(name)
+        if entry["split"] not in SPLITS:
+            problems.append(f"{name}: unknown split {entry['split']!r}")
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            problems.append(f"{name}: missing")
+            continue
+        digest, size = file_sha256(path)
+        if size != entry["bytes"]:
+            problems.append(f"{name}: {size} bytes, manifest says {entry['bytes']}")
+        if digest != entry["sha256"]:
+            problems.append(f"{name}: sha256 {digest}, manifest says {entry['sha256']}")
+        problems.extend(_check_samples(path, entry, dtype))
+    for extra in sorted(set(n for n in os.listdir(directory) if n.endswith(".tar")) - listed):
+        problems.append(f"{extra}: not listed in the manifest")
+    return problems
+
+
+def main_verify(directory: str) -> int:
+    """`wudao shards verify DIR`: print each problem; 0 when there are none, 1 otherwise."""
+    problems = verify(directory)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    manifest = read_manifest(directory) or {"shards": []}
+    if not problems:
+        shards = manifest["shards"]
+        print(f"ok: {len(shards)} shards, {sum(e['samples'] for e in shards)} samples, "
+              f"{sum(e['tokens'] for e in shards)} tokens")
+    return 1 if problems else 0
