@@ -1,7 +1,7 @@
 """Reader throughput: tokens/s on one core for shards.reader.StreamingShards (shuffle + packing included)
 against a plain `webdataset.WebDataset(urls).decode()` pipeline over the same local shards.
 
-    /tmp/venv/bin/python bench/reader_throughput.py --mb 200 --out bench/results/reader.md
+    .venv/bin/python bench/reader_throughput.py --mb 200 --out bench/results/reader.md
 
 Synthetic shards: uint16 token arrays, document lengths log-normal (median ~450 tokens, mean ~700,
 clipped to 16..16384), <key>.npy + <key>.json per sample, as the shard writer lays them out. Files are
@@ -103,7 +103,7 @@ def main() -> None:
     base = rows[1][2] / rows[1][1]
     lines = [
         "# Reader throughput (one core, local shards, page cache warm)", "",
-        f"Command: `/tmp/venv/bin/python bench/reader_throughput.py --mb {args.mb} --shard-mb {args.shard_mb}"
+        f"Command: `.venv/bin/python bench/reader_throughput.py --mb {args.mb} --shard-mb {args.shard_mb}"
         f" --seq-len {args.seq_len} --buffer {args.buffer}`", "",
         f"{len(urls)} shards, {total_bytes / 2**20:.0f} MiB, uint16 tokens, log-normal doc lengths "
         f"(median ~450 tokens); median of {args.repeats} runs, pinned to one core.", "",
