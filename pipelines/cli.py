@@ -235,9 +235,11 @@ def _cmd_shards(args: argparse.Namespace, beam_args: list[str]) -> int:
         raise SystemExit("usage: wudao shards --corpus GLOB --tokenizer DIR --output DIR [...] | wudao shards verify DIR")
     from pipelines.shards_job import write_shards
 
+    import shlex
+
     manifest = write_shards(args.corpus, args.tokenizer, args.output, seq_len=args.seq_len,
                             shard_size_bytes=_size_bytes(args.shard_size), val_fraction=args.val_fraction,
-                            beam_args=beam_args)
+                            beam_args=beam_args, command=shlex.join(["wudao", *sys.argv[1:]]))
     shards = manifest["shards"] if isinstance(manifest, dict) else []
     print(f"{len(shards)} shards, {sum(s['samples'] for s in shards)} samples, "
           f"{sum(s['tokens'] for s in shards)} tokens -> {args.output}")

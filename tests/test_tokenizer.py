@@ -186,7 +186,8 @@ def test_encode_batch_matches_encode(tok):
 def test_newlines_survive_as_the_n_piece(tok):
     ids = tok.encode("第一行\n\nsecond line\n")
     assert ids.count(tok.newline_id) == 3 and ids[-1] == tok.newline_id
-    assert tok.sp.id_to_piece(tok.newline_id) == "<n>"
+    assert tok.sp.id_to_piece(tok.newline_id) == "<0x0A>"
+    assert tok.decode([tok.sp.piece_to_id("<n>")]) == "\n"  # the control piece decodes as a newline too
     assert tok.newline_id not in tok.encode("literal <n>")
     assert tok.encode("中文 line\nnext") == tok.encode("中文 line") + [tok.newline_id] + tok.encode("next")
     mark = [tok.sp.piece_to_id(p) for p in ("<0xE2>", "<0x96>", "<0x81>")]
