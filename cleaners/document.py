@@ -65,6 +65,13 @@ class Document:
 DATA_TYPE = "web-text"
 
 
+def reject_row(stage: str, reason: str, *, id: str = "", key: str = "", url: str = "",
+               source: str = "") -> dict[str, Any]:
+    """A rejects/ row, the same shape for every pipeline and stage: `key` is the record's place in its input
+    file (`path#offset`, `path#line`)."""
+    return {"id": id, "key": key, "url": url, "source": source, "stage": stage, "reason": reason}
+
+
 def to_wudao_record(doc: Document) -> dict[str, Any]:
     """The WuDaoCorpora record for a kept document (field names as in the released WuDao 200G set)."""
     unique_key = stable_hash(doc.text)

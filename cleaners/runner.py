@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from cleaners.document import Document, RawPage, stable_hash, to_wudao_record
+from cleaners.document import Document, RawPage, reject_row, stable_hash, to_wudao_record
 from cleaners.recipe import build_steps
 
 READ_STAGE = "read"
@@ -63,7 +63,7 @@ class RecipeRunner:
         out = Outcome()
         out.counts[ledger_key(READ_STAGE, "in")] += 1
         out.counts[ledger_key(READ_STAGE, "drop|" + reason)] += 1
-        out.reject = _reject(stable_hash(key), key, url, source, READ_STAGE, reason)
+        out.reject = reject_row(READ_STAGE, reason, id=stable_hash(key), key=key, url=url, source=source)
         return out
 
     def process(self, raw: RawPage) -> Outcome:
@@ -77,7 +77,8 @@ class RecipeRunner:
         result = self.extractor.process(raw)
         if isinstance(result, str):
             c[ledger_key(EXTRACT_STAGE, "drop|" + result)] += 1
-            out.reject = _reject(stable_hash(raw.key), raw.key, raw.url, raw.source, EXTRACT_STAGE, result)
+            out.reject = reject_row(EXTRACT_STAGE, result, id=stable_hash(raw.key), key=raw.key, url=raw.url,
+                                    source=raw.source)
             return out
         c[ledger_key(EXTRACT_STAGE, "out")] += 1
         doc: Document = result
@@ -91,7 +92,7 @@ class RecipeRunner:
                 result = f"step-error:{type(exc).__name__}"
             if isinstance(result, str):
                 c[ledger_key(stage, "drop|" + result)] += 1
-                out.reject = _reject(doc.id, raw.key, doc.url, doc.source, stage, result)
+                out.reject = reject_row(stage, result, id=doc.id, key=raw.key, url=doc.url, source=doc.source)
                 return out
             doc = result
             c[ledger_key(stage, "out")] += 1
@@ -101,11 +102,6 @@ class RecipeRunner:
         out.record = to_wudao_record(doc)
         out.record["_key"] = raw.key  # travels through the dedup stages for rejects/, never written
         return out
-
-
-def _reject(doc_id: str, key: str, url: str, source: str, stage: str, reason: str) -> dict[str, Any]:
-    """A rejects/ row: `key` is the record's position in its input file (`path#offset` or `path#line`)."""
-    return {"id": doc_id, "key": key, "url": url, "source": source, "stage": stage, "reason": reason}
 
 
 def _unique_names(names: list[str]) -> list[str]:

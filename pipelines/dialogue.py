@@ -22,11 +22,11 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from cleaners.dialogue.records import Post, Session, to_dialogue_record
+from cleaners.language import guess_zh_or_en
 from pipelines.dedup.common import dropped_count, kept_count, reject_row
 
 READ_STAGE, RULES_STAGE = "read", "dialogue_rules"
 REJECTS, COUNTS, POSTS = "rejects", "counts", "posts"
-_HAN = __import__("re").compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 def load_dialogue_recipe(path: str | None = None) -> dict[str, Any]:
@@ -38,13 +38,6 @@ def load_dialogue_recipe(path: str | None = None) -> dict[str, Any]:
             raise ValueError("a recipe must be a YAML mapping")
         config.update(copy.deepcopy(user))
     return config
-
-
-def guess_session_lang(session: Session) -> str:
-    """zh when at least a third of the letters are Han characters, else en (the rules and shingles need one)."""
-    text = "".join(session.turns)[:2000]
-    letters = sum(ch.isalpha() for ch in text)
-    return "zh" if letters and len(_HAN.findall(text)) * 3 >= letters else "en"
 
 
 class ReadDialogues(beam.DoFn):
@@ -94,7 +87,7 @@ class CleanSessions(beam.DoFn):
 
     def process(self, session: Session):
         if not session.lang:
-            session.lang = guess_session_lang(session)
+            session.lang = guess_zh_or_en("".join(session.turns))
         outcome = self.cleaner.process(session)
         yield pvalue.TaggedOutput(COUNTS, outcome.counts)
         for row in outcome.rejects:

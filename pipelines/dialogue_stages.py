@@ -18,7 +18,7 @@ from typing import Any
 import apache_beam as beam
 
 from cleaners.dialogue.records import Post, Session, session_id
-from cleaners.document import stable_hash
+from cleaners.document import reject_row, stable_hash
 from pipelines.dedup.common import StageOutput
 
 MIN_FRAGMENT_TURNS = 2
@@ -27,15 +27,10 @@ BAD_INPUT = "bad-input"
 
 # ---------------------------------------------------------------- shared helpers
 
-def session_reject(session: Any, stage: str, reason: str) -> dict[str, Any]:
-    """The rejects/ row of a dropped session (or of anything that was not one)."""
-    return {"id": getattr(session, "id", ""), "key": getattr(session, "key", ""), "url": "",
-            "source": getattr(session, "source", ""), "stage": stage, "reason": reason}
-
-
-def post_reject(post: Any, stage: str, reason: str) -> dict[str, Any]:
-    return {"id": getattr(post, "id", ""), "key": getattr(post, "key", ""), "url": "",
-            "source": getattr(post, "source", ""), "stage": stage, "reason": reason}
+def item_reject(item: Any, stage: str, reason: str) -> dict[str, Any]:
+    """The rejects/ row of a dropped session or post (or of anything that was not one)."""
+    return reject_row(stage, reason, id=getattr(item, "id", ""), key=getattr(item, "key", ""),
+                      source=getattr(item, "source", ""))
 
 
 def is_valid_session(session: Any) -> bool:
@@ -90,7 +85,7 @@ def split_outcome(session: Session, removed: set[int], stage: str, reason: str):
             counts[f"{stage}|created"] = len(fragments) - 1
         return fragments, counts, []
     counts[f"{stage}|drop|{reason}"] = 1
-    return [], counts, [session_reject(session, stage, reason)]
+    return [], counts, [item_reject(session, stage, reason)]
 
 
 class CappedDistinct(beam.CombineFn):
@@ -126,7 +121,7 @@ def _validate_sessions(stage: str):
             yield session
         else:
             yield beam.pvalue.TaggedOutput("bad", (
-                {f"{stage}|in": 1, f"{stage}|drop|{BAD_INPUT}": 1}, session_reject(session, stage, BAD_INPUT)))
+                {f"{stage}|in": 1, f"{stage}|drop|{BAD_INPUT}": 1}, item_reject(session, stage, BAD_INPUT)))
     return check
 
 
@@ -412,7 +407,7 @@ class ThreadsToSessions(beam.PTransform):
                 yield post.id, post
             else:
                 yield beam.pvalue.TaggedOutput("bad", (
-                    {f"{stage}|in": 1, f"{stage}|drop|{BAD_INPUT}": 1}, post_reject(post, stage, BAD_INPUT)))
+                    {f"{stage}|in": 1, f"{stage}|drop|{BAD_INPUT}": 1}, item_reject(post, stage, BAD_INPUT)))
 
         def first_of_duplicates(grouped):
             _, copies = grouped
@@ -420,7 +415,7 @@ class ThreadsToSessions(beam.PTransform):
             yield first
             for post in others:
                 yield beam.pvalue.TaggedOutput("bad", (
-                    {f"{stage}|in": 1, f"{stage}|drop|duplicate-id": 1}, post_reject(post, stage, "duplicate-id")))
+                    {f"{stage}|in": 1, f"{stage}|drop|duplicate-id": 1}, item_reject(post, stage, "duplicate-id")))
 
         checked = posts | "Validate" >> beam.FlatMap(validate).with_output_types(Any).with_outputs("bad", main="ok")
         unique = (checked.ok | "GroupIds" >> beam.GroupByKey()
@@ -452,7 +447,7 @@ class ThreadsToSessions(beam.PTransform):
                 if outcome in ("out", "merged-into-session"):
                     continue
                 if outcome != "merged-into-session":
-                    yield beam.pvalue.TaggedOutput("rejects", post_reject(post, stage, outcome))
+                    yield beam.pvalue.TaggedOutput("rejects", item_reject(post, stage, outcome))
 
         built = ((by_component, by_thread_id) | "AllThreads" >> beam.Flatten()
                  | "GroupThreads" >> beam.GroupByKey()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cleaners.document import Document
-from cleaners.language import BUNDLED_MODEL, LanguageID, identify, lid_line, normalize_label
+from cleaners.language import BUNDLED_MODEL, LanguageID, guess_zh_or_en, identify, lid_line, normalize_label
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -237,3 +237,10 @@ def test_unseen_modern_news_headlines_are_chinese(corpus_samples):
     titles = [line.split("\t")[0] for line in path.read_text("utf-8").splitlines() if line.strip()]
     hits = sum(identify(title)[0] == "zh" for title in titles)
     assert len(titles) == 10_000 and hits / len(titles) >= 0.98
+
+
+@pytest.mark.parametrize("text, lang", [("城市公园完成改造，市民可以散步。", "zh"), ("The park reopened today.", "en"),
+                                        ("我用 Python 写了一个脚本", "zh"), ("", "en"), ("12345 !!!", "en"),
+                                        ("Beijing 北京 is a big city in the north", "en")])
+def test_guess_zh_or_en_by_script(text, lang):
+    assert guess_zh_or_en(text) == lang

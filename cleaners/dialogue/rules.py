@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from cleaners.dialogue.records import Session, session_id
+from cleaners.document import reject_row
 from cleaners.pii import scrub_with_counts
 
 _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -321,8 +322,7 @@ class SessionCleaner:
 
     def _drop(self, session: Session, reason: str, counts: Counter[str]) -> CleanOutcome:
         counts[self._key(f"drop|{reason}")] += 1
-        reject = {"id": session.id, "key": session.key, "url": "", "source": session.source,
-                  "stage": self.stage_name, "reason": reason}
+        reject = reject_row(self.stage_name, reason, id=session.id, key=session.key, source=session.source)
         return CleanOutcome([], dict(sorted(counts.items())), [reject])
 
 

@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
+from cleaners.document import reject_row as cleaner_reject_row
+
 
 class StageOutput(NamedTuple):
     kept: beam.PCollection        # records that go on
@@ -20,8 +22,8 @@ class StageOutput(NamedTuple):
 
 def reject_row(record: dict[str, Any], stage: str, reason: str) -> dict[str, Any]:
     """The rejects/ row for a dropped corpus record (same fields as the per-record stages write)."""
-    return {"id": record.get("id", ""), "key": record.get("key") or record.get("_key", ""), "url": record.get("url", ""),
-            "source": record.get("source", ""), "stage": stage, "reason": reason}
+    return cleaner_reject_row(stage, reason, id=record.get("id", ""), key=record.get("key") or record.get("_key", ""),
+                              url=record.get("url", ""), source=record.get("source", ""))
 
 
 def kept_count(stage: str) -> dict[str, int]:

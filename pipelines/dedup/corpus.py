@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import re
 from typing import Any, Iterable
 
 import apache_beam as beam
@@ -20,20 +19,11 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from cleaners.document import stable_hash
+from cleaners.language import guess_zh_or_en
 from pipelines.dedup.common import dropped_count, kept_count, reject_row
 
 READ_STAGE = "read"
 REJECTS, COUNTS = "rejects", "counts"
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LETTER = re.compile(r"[^\W\d_]")
-
-
-def guess_lang(text: str) -> str:
-    sample = text[:2000]
-    letters = len(_LETTER.findall(sample))
-    return "zh" if letters and len(_HAN.findall(sample)) * 3 >= letters else "en"
-
-
 def prepare(record: Any, path: str, position: int) -> dict[str, Any] | str:
     """A corpus record ready for the dedup stages, or the reason it cannot be one."""
     if not isinstance(record, dict):
@@ -46,7 +36,7 @@ def prepare(record: Any, path: str, position: int) -> dict[str, Any] | str:
         out["content"] = out.pop("text")
         out["_text_field"] = "text"
     out["id"] = str(out.get("id") or stable_hash(f"{path}#{position}"))
-    out["lang"] = out.get("lang") or guess_lang(out["content"])
+    out["lang"] = out.get("lang") or guess_zh_or_en(out["content"])
     out["_key"] = f"{path}#{position}"
     return out
 
