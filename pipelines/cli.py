@@ -4,6 +4,7 @@
     wudao extract FILE...
     wudao dedup --input GLOB --output DIR [--threshold 0.8] [--config recipe.yaml] [Beam options]
     wudao dialogue --input GLOB --output DIR [--config dialogue_recipe.yaml] [Beam options]
+    wudao image-text --input GLOB --output DIR [--config image_text_recipe.yaml] [Beam options]
     wudao demo [--output DIR] [Beam options]
     wudao quality train --positive GLOB --negative GLOB --output FILE
 
@@ -81,12 +82,20 @@ def run_dialogue(inputs: list[str], output: str, config_path: str | None, beam_a
     return _run(build_dialogue_pipeline, inputs, output, load_dialogue_recipe(config_path), beam_args)
 
 
+def run_image_text(inputs: list[str], output: str, config_path: str | None, beam_args: list[str]) -> dict[str, Any]:
+    """The image-text pipeline with the default image-text recipe merged with `config_path`."""
+    from pipelines.image_text import build_image_text_pipeline, load_image_text_recipe
+
+    return _run(build_image_text_pipeline, inputs, output, load_image_text_recipe(config_path), beam_args)
+
+
 def _clear_previous_outputs(output: str) -> None:
     """Remove part files of an earlier run in the same output folder, so stale shards never mix in."""
     from apache_beam.io.filesystems import FileSystems
 
     patterns = [FileSystems.join(output, sub, "part-*") for sub in ("corpus", "rejects")]
-    patterns.append(FileSystems.join(output, "stats.json"))
+    patterns += [FileSystems.join(output, "images", "*.tar"), FileSystems.join(output, "images", "shards.json"),
+                 FileSystems.join(output, "stats.json")]
     stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
     if stale:
         LOG.info("removing %d files of a previous run in %s", len(stale), output)
@@ -113,7 +122,8 @@ def format_summary(stats: dict[str, Any], output: str) -> str:
             counted = ", ".join(f"{name} {n}" for name, n in stage["counts"].items())
             lines.append(f"  {stage['stage']}: counted {counted}")
     lines += [
-        f"corpus:  {os.path.join(output, 'corpus')}",
+        f"images:  {os.path.join(output, 'images')} (WebDataset tars)" if stats.get("format") == "webdataset"
+        else f"corpus:  {os.path.join(output, 'corpus')}",
         f"rejects: {os.path.join(output, 'rejects')}",
         f"stats:   {os.path.join(output, 'stats.json')}",
     ]
@@ -172,6 +182,12 @@ def _cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _cmd_dialogue(args: argparse.Namespace, beam_args: list[str]) -> int:
     stats = run_dialogue(args.input, args.output, args.config, beam_args)
+    print(format_summary(stats, args.output))
+    return 0
+
+
+def _cmd_image_text(args: argparse.Namespace, beam_args: list[str]) -> int:
+    stats = run_image_text(args.input, args.output, args.config, beam_args)
     print(format_summary(stats, args.output))
     return 0
 
@@ -269,6 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     dialogue.add_argument("--output", required=True, help="output folder: corpus/, rejects/, stats.json")
     dialogue.add_argument("--config", help="dialogue recipe YAML merged over cleaners/data/dialogue_recipe.yaml")
     dialogue.set_defaults(func=_cmd_dialogue)
+
+    image_text = sub.add_parser("image-text", help="download, check, dedup and shard image-caption pairs")
+    image_text.add_argument("--input", action="append", required=True,
+                            help="url lists (CSV/TSV/JSONL/Parquet), WebDataset tars or Parquet with image bytes; "
+                                 "repeatable")
+    image_text.add_argument("--output", required=True, help="output folder: images/*.tar, rejects/, stats.json")
+    image_text.add_argument("--config", help="image-text recipe YAML merged over cleaners/data/image_text_recipe.yaml")
+    image_text.set_defaults(func=_cmd_image_text)
 
     demo = sub.add_parser("demo", help="run the web-text and dialogue pipelines on the embedded samples")
     demo.add_argument("--output", default="wudao-demo", help="output folder (default ./wudao-demo)")

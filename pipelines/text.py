@@ -160,6 +160,12 @@ def write_outputs(kept: beam.PCollection, rejects: list, counts: list, output: s
              | "CorpusRows" >> beam.Map(_parquet_row)
              | "WriteCorpus" >> beam.io.WriteToParquet(
                  corpus_prefix, corpus_parquet_schema(), file_name_suffix=".parquet", num_shards=num_shards))
+    write_rejects_and_stats(kept, rejects, counts, output, stage_order, {**extra, "format": fmt}, num_shards)
+
+
+def write_rejects_and_stats(kept: beam.PCollection, rejects: list, counts: list, output: str, stage_order: list[str],
+                            extra: dict[str, Any], num_shards: int = 0) -> None:
+    """rejects/ and stats.json; the `write` stage counts the kept records, whichever sink writes them."""
     _ = (tuple(rejects) | "AllRejects" >> beam.Flatten()
          | "RejectJson" >> beam.Map(to_json_line)
          | "WriteRejects" >> beam.io.WriteToText(
@@ -167,7 +173,7 @@ def write_outputs(kept: beam.PCollection, rejects: list, counts: list, output: s
     written = kept | "CountWritten" >> beam.Map(_count_written)
     _ = ((*counts, written) | "AllCounts" >> beam.Flatten()
          | "SumCounts" >> beam.CombineGlobally(ledger.SumCounts())
-         | "WriteStats" >> beam.ParDo(WriteStats(output, [*stage_order, WRITE_STAGE], {**extra, "format": fmt})))
+         | "WriteStats" >> beam.ParDo(WriteStats(output, [*stage_order, WRITE_STAGE], extra)))
 
 
 def build_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str, config: dict[str, Any]) -> None:

@@ -1,0 +1,304 @@
+"""The image-text pipeline as a Beam graph.
+
+    match input globs -> read pairs (url lists CSV/TSV/JSONL/Parquet, WebDataset tars, Parquet with image bytes)
+      -> caption checks: normalization and PII scrub shared with web text, language ID, length, blocklist
+         (before the download, so a bad caption costs no request)                cleaners/image/caption.py
+      -> download url-only pairs: bounded thread pool, retries on transient errors, size cap, opt-outs
+                                                                                 pipelines/download.py
+      -> image checks: full decode, bomb guard, EXIF orientation, RGB, min side, aspect ratio, perceptual hash,
+         resize + center crop, JPEG re-encode                                    cleaners/image/checks.py
+      -> perceptual-hash dedup across the dataset (shuffles)                     pipelines/image_dedup.py
+      -> images/NNNNNN.tar WebDataset shards (KEY.jpg, KEY.txt, KEY.json), deterministic; images/shards.json
+      -> rejects/ (id, key, url, source, stage, reason), stats.json (in = out + dropped at every stage)
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import math
+import tarfile
+from importlib import resources
+from typing import Any, Iterable
+
+import apache_beam as beam
+import yaml
+from apache_beam import pvalue
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from cleaners.document import stable_hash
+from cleaners.image.record import DATA_TYPE, ImageText
+from pipelines.dedup.common import dropped_count, kept_count
+
+READ, CAPTION, DOWNLOAD, IMAGE, PHASH = "read", "caption", "download", "image", "phash_dedup"
+REJECTS, COUNTS = "rejects", "counts"
+IMAGES_DIR, SHARDS_INDEX = "images", "shards.json"
+_TAR_BLOCK = 512
+
+
+def load_image_text_recipe(path: str | None = None) -> dict[str, Any]:
+    """The default recipe (cleaners/data/image_text_recipe.yaml) with the sections of `path` replacing its own."""
+    config = yaml.safe_load(resources.files("cleaners").joinpath("data/image_text_recipe.yaml").read_text("utf-8"))
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            user = yaml.safe_load(fh) or {}
+        if not isinstance(user, dict):
+            raise ValueError("a recipe must be a YAML mapping")
+        unknown = set(user) - set(config)
+        if unknown:
+            raise ValueError(f"unknown recipe section(s) {sorted(unknown)}; known: {', '.join(config)}")
+        for section, params in copy.deepcopy(user).items():
+            config[section] = {**(config.get(section) or {}), **(params or {})}
+    return config
+
+
+def _item_reject(item: Any, stage: str, reason: str) -> dict[str, Any]:
+    from cleaners.document import reject_row
+
+    return reject_row(stage, reason, key=item.key, url=getattr(item, "url", ""), source=item.source)
+
+
+def _drop(item: Any, stage: str, reason: str):
+    yield pvalue.TaggedOutput(COUNTS, dropped_count(stage, reason))
+    yield pvalue.TaggedOutput(REJECTS, _item_reject(item, stage, reason))
+
+
+class ReadPairs(beam.DoFn):
+    """One matched file -> ImageText pairs; reader Skips (bad rows, damage) become counted rejects."""
+
+    def __init__(self, columns: dict[str, Any]):
+        from pipelines.readers.image_text import ImageTextColumns
+
+        self.columns = ImageTextColumns.from_dict(columns)  # a typo in the recipe fails here, before any work
+
+    def process(self, metadata: fileio.FileMetadata) -> Iterable[Any]:
+        from pipelines.readers.image_text import iter_image_text_file
+        from pipelines.readers.skip import Skip
+
+        path = metadata.path
+        try:
+            stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        except Exception as exc:
+            yield from _drop(Skip(f"{path}#open", path, ""), READ, f"unreadable-file:{type(exc).__name__}")
+            return
+        with stream:
+            try:
+                for item in iter_image_text_file(stream, path, self.columns, opener=_open_any):
+                    if isinstance(item, ImageText):
+                        yield pvalue.TaggedOutput(COUNTS, kept_count(READ))
+                        yield item
+                    else:
+                        yield from _drop(item, READ, item.reason)
+            except Exception as exc:  # a reader bug costs one file, not the run
+                yield from _drop(Skip(f"{path}#error", path, ""), READ, f"damaged:reader-error:{type(exc).__name__}")
+
+
+def _open_any(path: str):
+    """Image files named by a row (data-juicer's relative paths), local or remote, through Beam FileSystems."""
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+class CheckCaptions(beam.DoFn):
+    def __init__(self, params: dict[str, Any]):
+        self.params = params
+        self.checks = None
+
+    def setup(self) -> None:
+        from cleaners.image.caption import CaptionChecks
+
+        self.checks = CaptionChecks(**self.params)
+        self.checks.setup()
+
+    def process(self, item: ImageText):
+        outcome = self.checks.check(item.caption)
+        if isinstance(outcome, str):
+            yield from _drop(item, CAPTION, outcome)
+            return
+        item.caption, item.lang = outcome
+        yield pvalue.TaggedOutput(COUNTS, kept_count(CAPTION))
+        yield item
+
+
+def count_download(item: Any):
+    """After the download DoFn: pairs with image bytes go on, failed downloads (Skips) are counted drops."""
+    if isinstance(item, ImageText):
+        yield pvalue.TaggedOutput(COUNTS, kept_count(DOWNLOAD))
+        yield item
+    else:
+        reason = item.reason.removeprefix(f"{DOWNLOAD}:")
+        yield from _drop(item, DOWNLOAD, reason)
+
+
+def pair_id(original: bytes, caption: str) -> str:
+    """Stable id of a pair: the hash of the original image bytes and the cleaned caption (reruns agree)."""
+    return stable_hash(hashlib.sha256(original).hexdigest(), caption)
+
+
+class CheckImages(beam.DoFn):
+    """Decode, check and re-encode one image; a kept pair becomes the output record (a dict)."""
+
+    def __init__(self, params: dict[str, Any]):
+        self.params = params
+        self.checks = None
+
+    def setup(self) -> None:
+        from cleaners.image.checks import ImageChecks
+
+        self.checks = ImageChecks(**self.params)
+
+    def process(self, item: ImageText):
+        outcome = self.checks.check(item.image or b"")
+        if isinstance(outcome, str):
+            yield from _drop(item, IMAGE, outcome)
+            return
+        facts = {**item.facts, **outcome.facts(), "original_bytes": len(item.image or b"")}
+        yield pvalue.TaggedOutput(COUNTS, kept_count(IMAGE))
+        yield {"id": pair_id(item.image or b"", item.caption), "key": item.key, "source": item.source,
+               "url": item.url, "caption": item.caption, "lang": item.lang, "dataType": DATA_TYPE,
+               "facts": facts, "meta": item.meta, "jpg": outcome.jpeg}
+
+
+def to_sample(record: dict[str, Any]) -> dict[str, Any]:
+    """A WebDataset sample: KEY.jpg (the training image), KEY.txt (the caption), KEY.json (everything else)."""
+    meta = {k: v for k, v in record.items() if k != "jpg"}
+    return {"__key__": record["id"], "jpg": record["jpg"], "txt": record["caption"].encode("utf-8"),
+            "json": json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")}
+
+
+def tar_bytes(sample: dict[str, Any]) -> int:
+    """Exact bytes a sample takes in a ustar tar: a 512-byte header per member plus its data padded to 512."""
+    return sum(_TAR_BLOCK + -(-len(sample[ext]) // _TAR_BLOCK) * _TAR_BLOCK for ext in sample if ext != "__key__")
+
+
+def _member(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname = size, 0o644, 0, 0, 0, "", ""
+    return info
+
+
+def shard_file_name(index: int) -> str:
+    return f"{index:06d}.tar"
+
+
+class WriteImageShard(beam.DoFn):
+    """(index, samples) -> one tar sorted by key, written to a temporary name and renamed (any FileSystems path)."""
+
+    def __init__(self, output: str):
+        self.output = output
+
+    def process(self, element: tuple[int, Iterable[dict[str, Any]]]):
+        index, samples = element
+        ordered = sorted(samples, key=lambda s: s["__key__"])
+        final = FileSystems.join(self.output, IMAGES_DIR, shard_file_name(index))
+        tmp = final + ".tmp"
+        digest, size = hashlib.sha256(), 0
+        with FileSystems.create(tmp) as raw:
+            writer = _HashingWriter(raw, digest)
+            with tarfile.open(fileobj=writer, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+                for sample in ordered:
+                    for ext in ("jpg", "txt", "json"):
+                        data = sample[ext]
+                        tar.addfile(_member(f"{sample['__key__']}.{ext}", len(data)), io.BytesIO(data))
+            size = writer.size
+        if FileSystems.exists(final):
+            FileSystems.delete([final])
+        FileSystems.rename([tmp], [final])
+        Metrics.counter("image_text", "shards-written").inc()
+        yield {"name": shard_file_name(index), "samples": len(ordered), "bytes": size, "sha256": digest.hexdigest()}
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only stream that hashes and counts what passes through to `raw`."""
+
+    def __init__(self, raw, digest):
+        self.raw, self.digest, self.size = raw, digest, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        self.raw.write(bytes(data))
+        return len(data)
+
+
+class WriteIndex(beam.DoFn):
+    def __init__(self, output: str):
+        self.output = output
+
+    def process(self, entries: list[dict[str, Any]]):
+        index = {"shards": sorted(entries, key=lambda e: e["name"]),
+                 "samples": sum(e["samples"] for e in entries), "bytes": sum(e["bytes"] for e in entries)}
+        final = FileSystems.join(self.output, IMAGES_DIR, SHARDS_INDEX)
+        with FileSystems.create(final + ".tmp") as fh:
+            fh.write((json.dumps(index, indent=1) + "\n").encode("utf-8"))
+        if FileSystems.exists(final):
+            FileSystems.delete([final])
+        FileSystems.rename([final + ".tmp"], [final])
+        yield index
+
+
+def write_image_shards(kept: beam.PCollection, output: str, shard_size_bytes: int) -> beam.PCollection:
+    """Kept records -> images/NNNNNN.tar; which shard a sample lands in depends on its id and the total bytes
+    only, so any runner, bundling or worker count writes the same files."""
+    from shards.writer import shard_of
+
+    samples = kept | "ToSamples" >> beam.Map(to_sample)
+    num_shards = (samples
+                  | "SampleBytes" >> beam.Map(tar_bytes)
+                  | "TotalBytes" >> beam.CombineGlobally(sum)
+                  | "NumShards" >> beam.Map(lambda total: max(1, math.ceil(total / shard_size_bytes))))
+    return (samples
+            | "AssignShard" >> beam.Map(lambda s, n: (shard_of(s["__key__"], n), s), n=beam.pvalue.AsSingleton(num_shards))
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(WriteImageShard(output))
+            | "Entries" >> beam.combiners.ToList()
+            | "WriteIndex" >> beam.ParDo(WriteIndex(output)))
+
+
+def stage_order(config: dict[str, Any]) -> list[str]:
+    order = [READ, CAPTION, DOWNLOAD, IMAGE]
+    return order + ([PHASH] if (config.get("dedup") or {}).get("enabled", True) else [])
+
+
+def build_image_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str, config: dict[str, Any]) -> None:
+    from pipelines.download import DownloadImages
+    from pipelines.image_dedup import PerceptualDedup
+    from pipelines.text import write_rejects_and_stats
+
+    out_cfg = dict(config.get("output") or {})
+    shard_size = int(out_cfg.get("shard_size_bytes", 256_000_000))
+    if shard_size < 1:
+        raise ValueError("output.shard_size_bytes must be >= 1")
+    read = (pipeline
+            | "Inputs" >> beam.Create(inputs)
+            | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.DISALLOW)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(ReadPairs(dict(config.get("read") or {}))).with_outputs(REJECTS, COUNTS, main="pairs"))
+    captions = (read.pairs
+                | "SpreadPairs" >> beam.Reshuffle()
+                | "Captions" >> beam.ParDo(CheckCaptions(dict(config.get("caption") or {})))
+                .with_outputs(REJECTS, COUNTS, main="pairs"))
+    downloaded = (captions.pairs
+                  | "Download" >> beam.ParDo(DownloadImages(dict(config.get("download") or {})))
+                  | "CountDownloads" >> beam.FlatMap(count_download).with_outputs(REJECTS, COUNTS, main="pairs"))
+    images = (downloaded.pairs
+              | "Images" >> beam.ParDo(CheckImages(dict(config.get("image") or {})))
+              .with_outputs(REJECTS, COUNTS, main="records"))
+    rejects = [read[REJECTS], captions[REJECTS], downloaded[REJECTS], images[REJECTS]]
+    counts = [read[COUNTS], captions[COUNTS], downloaded[COUNTS], images[COUNTS]]
+    kept = images.records
+    dedup = dict(config.get("dedup") or {})
+    if dedup.pop("enabled", True):
+        out = kept | "PerceptualDedup" >> PerceptualDedup(stage=PHASH, **dedup)
+        kept = out.kept
+        rejects.append(out.rejects)
+        counts.append(out.counts)
+    write_image_shards(kept, output, shard_size)
+    write_rejects_and_stats(kept, rejects, counts, output, stage_order(config),
+                            {"inputs": inputs, "output": output, "dataType": DATA_TYPE, "format": "webdataset"})

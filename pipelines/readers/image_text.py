@@ -1,0 +1,546 @@
+"""Image-text inputs -> `ImageText` / `Skip`: `iter_image_text_file(stream, path, columns)`.
+
+Formats, by file name (plain or gzip; gzip is recognised by its magic bytes, whatever the name says):
+- `.csv` / `.tsv`: url lists with a header row (img2dataset's `input_format` csv/tsv). Streamed row by row.
+- `.jsonl` / `.ndjson` / `.json`: one JSON object per line, or a top-level JSON array (streamed element by
+  element). Rows hold a url, or image bytes, or data-juicer style `images: [path]` relative to the file.
+- `.parquet`: url lists or image bytes (a binary column, a list of one binary like data-juicer's `image_bytes`,
+  or a Hugging Face `Image` struct `{bytes, path}`); read a batch at a time.
+- `.tar` / `.tgz` / `.tar.gz`: WebDataset shards as img2dataset writes them: `KEY.jpg|jpeg|png|webp`, `KEY.txt`
+  caption, `KEY.json` metadata (`url`, `caption`, ...); other small members (`KEY.cls`) go to `meta`. Streamed.
+
+Column names follow img2dataset (`url_col="url"`, `caption_col="caption"`, `save_additional_columns`), with
+case-insensitive fallbacks (`URL`, `TEXT`, `text`, `image_bytes`, `jpg`, `image`, `images`).
+
+Keys: `path#<row from 0>` (CSV/TSV, Parquet, JSON array), `path#<line from 1>` (JSON lines) and
+`path#<sample key>` (tars). Every input record gives one item; bad records give a `Skip` and reading goes on:
+`no-image` (no url and no image), `bad-json`, `bad-row` (CSV), `multi-image` (a row with several images: not
+a pair), `image-missing` (a referenced image file cannot be read), `too-large`, `bad-member` (a tar member that
+is no sample file). File damage gives `damaged:*` (`truncated-tar`, `bad-tar`, `bad-parquet`, `truncated`,
+`bad-gzip`, `no-image-column`); a truncated last record's one item is its damage Skip. Nothing raises on bad
+data; I/O errors of `stream` do.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import math
+import posixpath
+import re
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass, field, fields
+from typing import Any, BinaryIO, Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cleaners.image.record import ImageText
+from pipelines.readers.bytesource import GZIP_MAGIC, ByteSource
+from pipelines.readers.skip import Skip
+
+MAX_IMAGE_BYTES = 20_000_000
+MAX_LINE_BYTES = 50_000_000       # one JSON line may carry base64 image data
+MAX_SIDE_MEMBER_BYTES = 1 << 16   # small non-image tar members (cls, id) kept in meta as text
+PARQUET_BATCH_ROWS = 256
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")   # img2dataset's output formats, in order of preference
+URL_FALLBACKS = ("url",)
+CAPTION_FALLBACKS = ("caption", "text")
+IMAGE_FALLBACKS = ("image_bytes", "jpg", "image", "images", "png", "webp")
+# data-juicer's special tokens (its `SpecialTokens.image` and `eoc`): markers, not caption text
+_DJ_TOKENS = re.compile(r"<__dj__image>|<\|__dj__eoc\|>")
+_COMPRESSION_SUFFIX = re.compile(r"\.(?:gz|gzip)$", re.IGNORECASE)
+_TAR_MAGIC_OFFSET = 257
+_ARRAY_START = re.compile(r"\ufeff?\s*\[")
+_SPACE_OR_COMMA = re.compile(r"[\s,]*")
+_TEXT_READ = 1 << 20
+
+Opener = Callable[[str], BinaryIO]
+
+
+@dataclass
+class ImageTextColumns:
+    """Where a row keeps its url, caption and image (img2dataset's option names); `from_dict` checks keys."""
+
+    url_col: str = "url"
+    caption_col: str = "caption"
+    image_col: str | None = None                 # None: the first of IMAGE_FALLBACKS present
+    save_additional_columns: list[str] = field(default_factory=list)
+    max_image_bytes: int = MAX_IMAGE_BYTES
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any] | ImageTextColumns | None) -> ImageTextColumns:
+        if isinstance(params, ImageTextColumns):
+            return params
+        params = dict(params or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(f"unknown reader option(s) {sorted(unknown)}; known: {sorted(known)}")
+        extra = params.get("save_additional_columns") or []
+        params["save_additional_columns"] = [extra] if isinstance(extra, str) else list(extra)
+        return cls(**params)
+
+
+def iter_image_text_file(stream: BinaryIO, path: str, columns: dict | ImageTextColumns | None = None, *,
+                         opener: Opener | None = None) -> Iterator[ImageText | Skip]:
+    """Every record of one image-text input file (see the module docstring).
+
+    `opener(path) -> binary stream` reads image files that JSON/Parquet rows name by path (default: `open`);
+    the Beam layer passes one built on `FileSystems.open` so that gs:// and s3:// work.
+    """
+    cols = ImageTextColumns.from_dict(columns)
+    ctx = _Context(path, cols, opener or _open_local)
+    head = stream.read(2) or b""
+    src = ByteSource(stream, gzipped=head.startswith(GZIP_MAGIC), prefix=head)
+    fmt = _format(path, src)
+    if fmt is None:
+        if not src.at_eof():
+            yield Skip(f"{path}#0", path, "unknown-format", detail=repr(src.peek(16)))
+        elif src.damage:
+            yield Skip(f"{path}#0", path, src.damage[0], detail=src.damage[1])
+        return
+    reader = {"csv": _iter_csv, "tsv": _iter_csv, "jsonl": _iter_json, "parquet": _iter_parquet,
+              "tar": _iter_tar}[fmt]
+    yield from reader(src, ctx, fmt)
+
+
+# ---- format --------------------------------------------------------------------------------------
+def _format(path: str, src: ByteSource) -> str | None:
+    name = path.lower()
+    if name.endswith(".tgz"):
+        return "tar"
+    name = _COMPRESSION_SUFFIX.sub("", name)
+    for fmt, suffixes in (("csv", (".csv",)), ("tsv", (".tsv",)), ("jsonl", (".jsonl", ".ndjson", ".json")),
+                          ("parquet", (".parquet",)), ("tar", (".tar",))):
+        if name.endswith(suffixes):
+            return fmt
+    head = src.peek(_TAR_MAGIC_OFFSET + 5)
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head[_TAR_MAGIC_OFFSET:].startswith(b"ustar"):
+        return "tar"
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
+        return "jsonl"
+    return None
+
+
+# ---- one row -> one item -------------------------------------------------------------------------
+@dataclass
+class _Context:
+    path: str
+    cols: ImageTextColumns
+    opener: Opener
+
+    def row_item(self, row: dict[str, Any], names: _Names, key: str) -> ImageText | Skip:
+        """A url-list or image-bytes row (CSV, JSON, Parquet) -> a pair, or why it is none."""
+        url = _as_text(row.get(names.url)) if names.url else ""
+        caption = clean_caption(row.get(names.caption)) if names.caption else ""
+        meta = {name: _jsonable(row.get(name)) for name in names.extra}
+        image, reason, detail = None, "", ""
+        if names.image:
+            image, image_url, reason, detail = self.resolve_image(row.get(names.image))
+            url = url or image_url
+        if reason:
+            return Skip(key, self.path, reason, url, detail)
+        if image is None and not url:
+            return Skip(key, self.path, "no-image", detail="no url and no image in the row")
+        return ImageText(key=key, source=self.path, caption=caption, url=url, image=image, meta=meta)
+
+    def resolve_image(self, value: Any) -> tuple[bytes | None, str, str, str]:
+        """(image bytes, url, skip reason, detail) from a cell: bytes, `{bytes, path}`, [one], a url or a path."""
+        if isinstance(value, (list, tuple)):
+            if len(value) > 1:
+                return None, "", "multi-image", f"{len(value)} images in one row"
+            value = value[0] if value else None
+        if isinstance(value, dict):
+            value = value.get("bytes") or value.get("path")
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            data = bytes(value)
+            if len(data) > self.cols.max_image_bytes:
+                return None, "", "too-large", f"{len(data)} image bytes"
+            return (data or None), "", "", ""
+        if not isinstance(value, str) or not value.strip():
+            return None, "", "", ""
+        value = value.strip()
+        if value.lower().startswith(("http://", "https://")):
+            return None, value, "", ""
+        return self.read_image_file(value)
+
+    def read_image_file(self, relative: str) -> tuple[bytes | None, str, str, str]:
+        target = resolve_path(self.path, relative)
+        try:
+            with self.opener(target) as fh:
+                data = fh.read(self.cols.max_image_bytes + 1)
+        except (OSError, ValueError) as exc:
+            return None, "", "image-missing", f"{target}: {type(exc).__name__}"
+        if len(data) > self.cols.max_image_bytes:
+            return None, "", "too-large", f"{target}: more than {self.cols.max_image_bytes} bytes"
+        return data, "", "", ""
+
+
+@dataclass
+class _Names:
+    """The actual column names of one file (or JSON row) for url, caption, image and the saved extras."""
+
+    url: str | None
+    caption: str | None
+    image: str | None
+    extra: list[str]
+
+    @classmethod
+    def find(cls, available: list[str], cols: ImageTextColumns) -> _Names:
+        lower = {}
+        for name in available:
+            lower.setdefault(name.lower(), name)
+
+        def pick(candidates: tuple[str, ...]) -> str | None:
+            for candidate in candidates:
+                if candidate in available:
+                    return candidate
+                if candidate.lower() in lower:
+                    return lower[candidate.lower()]
+            return None
+
+        image_candidates = (cols.image_col,) if cols.image_col else IMAGE_FALLBACKS
+        extra = [name for name in cols.save_additional_columns if name in available]
+        return cls(pick((cols.url_col,) + URL_FALLBACKS), pick((cols.caption_col,) + CAPTION_FALLBACKS),
+                   pick(image_candidates), extra)
+
+
+def clean_caption(value: Any) -> str:
+    """A caption cell as text: None/NaN -> "", data-juicer's `<__dj__image>` markers removed, ends stripped."""
+    return _DJ_TOKENS.sub("", _as_text(value)).strip()
+
+
+def resolve_path(file_path: str, relative: str) -> str:
+    """`relative` (a path named inside `file_path`) as a path or URL; `gs://b/d/x.jsonl` + `../i.png` -> `gs://b/i.png`."""
+    scheme, sep, rest = file_path.partition("://")
+    if not sep:
+        scheme, rest = "", file_path
+    if relative.startswith("/") or "://" in relative:
+        return relative
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(rest), relative))
+    return f"{scheme}://{joined}" if sep else joined
+
+
+def _open_local(path: str) -> BinaryIO:
+    return open(path, "rb")
+
+
+def _as_text(value: Any) -> str:
+    if value is None or isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace").strip()
+    return value.strip() if isinstance(value, str) else str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """A value json.dumps can write: bytes dropped (None), NaN -> None, containers converted."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return None if isinstance(value, (bytes, bytearray, memoryview)) else str(value)
+
+
+def _damage_item(src: ByteSource, ctx: _Context, key: str) -> Iterator[Skip]:
+    if src.damage:
+        yield Skip(key, ctx.path, src.damage[0], detail=src.damage[1])
+
+
+# ---- CSV / TSV -----------------------------------------------------------------------------------
+class _SourceStream(io.RawIOBase):
+    """A ByteSource as a raw binary stream, for csv (through TextIOWrapper) and tarfile."""
+
+    def __init__(self, src: ByteSource) -> None:
+        self._src = src
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._src.take(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _iter_csv(src: ByteSource, ctx: _Context, fmt: str) -> Iterator[ImageText | Skip]:
+    text = io.TextIOWrapper(io.BufferedReader(_SourceStream(src)), encoding="utf-8-sig", errors="replace",
+                            newline="")
+    rows = csv.reader(text, delimiter="\t" if fmt == "tsv" else ",")
+    header = _next_row(rows)
+    if not isinstance(header, list) or not header:
+        yield Skip(f"{ctx.path}#0", ctx.path, "damaged:no-header", detail=str(header or "empty file")[:200])
+        yield from _damage_item(src, ctx, f"{ctx.path}#0")
+        return
+    names = _Names.find(header, ctx.cols)
+    if names.url is None and names.image is None:
+        yield Skip(f"{ctx.path}#0", ctx.path, "damaged:no-image-column", detail=f"columns: {header[:20]}")
+        return
+    index = 0
+    while True:
+        row = _next_row(rows)
+        if row is None:
+            break
+        key = f"{ctx.path}#{index}"
+        index += 1
+        if isinstance(row, str):
+            yield Skip(key, ctx.path, "bad-row", detail=row)
+        elif len(row) != len(header):
+            yield Skip(key, ctx.path, "bad-row", detail=f"{len(row)} fields, header has {len(header)}")
+        else:
+            yield ctx.row_item(dict(zip(header, row)), names, key)
+    yield from _damage_item(src, ctx, f"{ctx.path}#{index}")
+
+
+def _next_row(rows) -> list[str] | str | None:
+    """The next non-empty row, a csv error message, or None at the end."""
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return None
+        except csv.Error as exc:
+            return f"csv: {exc}"[:200]
+        if row:
+            return row
+
+
+# ---- JSON lines / JSON array ---------------------------------------------------------------------
+def _iter_json(src: ByteSource, ctx: _Context, fmt: str) -> Iterator[ImageText | Skip]:
+    if _ARRAY_START.match(src.peek(64).decode("utf-8", "replace")):
+        yield from _iter_json_array(src, ctx)
+        return
+    line_no = 0
+    while not src.at_eof():
+        line_no += 1
+        key = f"{ctx.path}#{line_no}"
+        line = src.readline(MAX_LINE_BYTES + 1)
+        if len(line) > MAX_LINE_BYTES:
+            _drop_line(src)
+            yield Skip(key, ctx.path, "too-large", detail=f"line longer than {MAX_LINE_BYTES} bytes")
+            continue
+        if not line.strip():
+            continue
+        if not line.endswith(b"\n") and src.damage:
+            yield Skip(key, ctx.path, src.damage[0], detail=src.damage[1])
+            return
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            yield Skip(key, ctx.path, "bad-json", detail=str(exc)[:200])
+            continue
+        yield _json_item(record, ctx, key)
+    yield from _damage_item(src, ctx, f"{ctx.path}#{line_no + 1}")
+
+
+def _json_item(record: Any, ctx: _Context, key: str) -> ImageText | Skip:
+    if not isinstance(record, dict):
+        return Skip(key, ctx.path, "bad-json", detail=f"a JSON {type(record).__name__}, not an object")
+    return ctx.row_item(record, _Names.find(list(record), ctx.cols), key)
+
+
+def _drop_line(src: ByteSource) -> None:
+    while True:
+        chunk = src.readline(1 << 20)
+        if not chunk or chunk.endswith(b"\n"):
+            return
+
+
+def _iter_json_array(src: ByteSource, ctx: _Context) -> Iterator[ImageText | Skip]:
+    """Elements of a top-level JSON array, decoded incrementally (memory: one element plus a read chunk)."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")("replace")
+    buf = decoder.decode(src.take(_TEXT_READ), final=src.at_eof())
+    pos, index, eof = _ARRAY_START.match(buf).end(), 0, src.at_eof()
+    raw = json.JSONDecoder()
+    while True:
+        pos = _SPACE_OR_COMMA.match(buf, pos).end()
+        if pos == len(buf) and not eof:
+            buf, pos = decoder.decode(src.take(_TEXT_READ), final=src.at_eof()), 0
+            eof = src.at_eof()
+            continue
+        if buf.startswith("]", pos):
+            return
+        key = f"{ctx.path}#{index}"
+        try:
+            value, end = raw.raw_decode(buf, pos)
+        except (ValueError, RecursionError) as exc:
+            if not eof and len(buf) - pos <= MAX_LINE_BYTES:
+                buf, pos = buf[pos:] + decoder.decode(src.take(_TEXT_READ), final=src.at_eof()), 0
+                eof = src.at_eof()
+                continue
+            reason = src.damage[0] if src.damage else "damaged:bad-json"
+            yield Skip(key, ctx.path, reason, detail="array ends early" if pos >= len(buf) else str(exc)[:200])
+            return
+        yield _json_item(value, ctx, key)
+        index += 1
+        pos = end
+
+
+# ---- Parquet -------------------------------------------------------------------------------------
+def _iter_parquet(src: ByteSource, ctx: _Context, fmt: str) -> Iterator[ImageText | Skip]:
+    """Parquet needs random access (its footer is at the end): the decoded bytes are spooled to a temp file."""
+    with tempfile.TemporaryFile(prefix="wudao-image-parquet-") as spool:
+        shutil.copyfileobj(_SourceStream(src), spool, 1 << 20)
+        if src.damage:
+            yield Skip(f"{ctx.path}#0", ctx.path, src.damage[0], detail=src.damage[1])
+            return
+        spool.seek(0)
+        yield from _parquet_rows(spool, ctx)
+
+
+def _parquet_rows(handle: BinaryIO, ctx: _Context) -> Iterator[ImageText | Skip]:
+    row = 0
+    try:
+        pf = pq.ParquetFile(handle)
+        names = _Names.find(list(pf.schema_arrow.names), ctx.cols)
+        if names.url is None and names.image is None:
+            yield Skip(f"{ctx.path}#0", ctx.path, "damaged:no-image-column",
+                       detail=f"columns: {pf.schema_arrow.names[:20]}")
+            return
+        wanted = list(dict.fromkeys(n for n in (names.url, names.caption, names.image, *names.extra) if n))
+        for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted):
+            values = {name: batch.column(name).to_pylist() for name in wanted}
+            for i in range(batch.num_rows):
+                yield ctx.row_item({name: col[i] for name, col in values.items()}, names, f"{ctx.path}#{row}")
+                row += 1
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        yield Skip(f"{ctx.path}#{row}", ctx.path, "damaged:bad-parquet", detail=str(exc)[:200])
+
+
+# ---- WebDataset tar ------------------------------------------------------------------------------
+def split_member_name(name: str) -> tuple[str, str]:
+    """WebDataset's sample key and extension: `dir/000123.jpg` -> (`dir/000123`, `jpg`); the extension is
+    everything after the first dot of the base name, lower-cased."""
+    directory, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{directory}/{stem}" if directory else stem), (ext.lower() if dot else "")
+
+
+@dataclass
+class _Sample:
+    key: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    too_large: str = ""
+
+
+def _iter_tar(src: ByteSource, ctx: _Context, fmt: str) -> Iterator[ImageText | Skip]:
+    """Members grouped into samples by key (consecutive members with one key, as WebDataset does)."""
+    sample: _Sample | None = None
+    for event in _tar_members(src, ctx):
+        if isinstance(event, Skip):
+            cut_here = sample is not None and event.is_damage and event.key == f"{ctx.path}#{sample.key}"
+            if sample is not None and not cut_here:
+                yield _sample_item(sample, ctx)
+            sample = None            # a cut sample's one item is its damage Skip
+            yield event
+            continue
+        key, ext, data = event
+        if sample is not None and sample.key != key:
+            yield _sample_item(sample, ctx)
+            sample = None
+        if sample is None:
+            sample = _Sample(key)
+        if isinstance(data, str):
+            sample.too_large = sample.too_large or (data if ext in IMAGE_EXTENSIONS else "")
+        else:
+            sample.files.setdefault(ext, data)
+    if sample is not None:
+        yield _sample_item(sample, ctx)
+
+
+def _tar_members(src: ByteSource, ctx: _Context) -> Iterator[tuple[str, str, bytes | str] | Skip]:
+    """(sample key, extension, data or a too-large note) per regular member, a Skip per bad member, and a
+    `damaged:*` Skip where the archive is cut short or corrupt (reading stops there)."""
+    raw = _SourceStream(src)
+    try:
+        tf = tarfile.open(fileobj=raw, mode="r|")
+        info = tf.firstmember
+    except tarfile.ReadError as exc:
+        yield _tar_damage(src, ctx, "0", exc, at_start=True)
+        return
+    while info is not None:
+        tf.members.clear()            # stream mode keeps every header otherwise
+        name = info.name
+        key, ext = split_member_name(name)
+        if info.isdir():
+            pass
+        elif not info.isreg():
+            yield Skip(f"{ctx.path}#{name}", ctx.path, "bad-member", detail="not a regular file")
+        elif not key.rpartition("/")[2] or not ext:
+            yield Skip(f"{ctx.path}#{name}", ctx.path, "bad-member", detail="member name has no key.extension")
+        else:
+            limit = ctx.cols.max_image_bytes if ext in IMAGE_EXTENSIONS else MAX_SIDE_MEMBER_BYTES
+            if info.size > limit:
+                yield key, ext, f"{name}: {info.size} bytes"
+            else:
+                try:
+                    data = tf.extractfile(info).read()
+                except tarfile.ReadError as exc:
+                    yield _tar_damage(src, ctx, key, exc)
+                    return
+                yield key, ext, data
+        try:
+            info = _next_header(tf)
+        except (tarfile.ReadError, tarfile.HeaderError) as exc:
+            damage = _tar_damage(src, ctx, key, exc)
+            if damage.reason == "damaged:bad-tar":
+                damage.key = f"{ctx.path}#{name}+"     # the sample before the bad header is whole
+            yield damage
+            return
+
+
+def _next_header(tf: tarfile.TarFile) -> tarfile.TarInfo | None:
+    """The next member header, None at a proper end-of-archive block; unlike `TarFile.next`, a cut or
+    corrupt header after the first raises instead of ending the archive quietly."""
+    if tf.offset != tf.fileobj.tell():
+        tf.fileobj.seek(tf.offset - 1)
+        if not tf.fileobj.read(1):
+            raise tarfile.ReadError("unexpected end of data")
+    try:
+        return tarfile.TarInfo.fromtarfile(tf)
+    except tarfile.EOFHeaderError:
+        return None
+
+
+def _tar_damage(src: ByteSource, ctx: _Context, where: str, exc: Exception, at_start: bool = False) -> Skip:
+    if src.damage and src.damage[0] != "damaged:truncated":
+        return Skip(f"{ctx.path}#{where}", ctx.path, src.damage[0], detail=src.damage[1])
+    cut = isinstance(exc, (tarfile.TruncatedHeaderError, tarfile.EmptyHeaderError)) or "unexpected end" in str(exc)
+    reason = "damaged:truncated-tar" if cut or src.damage else "damaged:bad-tar"
+    if at_start and "empty" in str(exc) and not src.damage:
+        reason = "damaged:empty-tar"
+    return Skip(f"{ctx.path}#{where}", ctx.path, reason, detail=f"{type(exc).__name__}: {exc}"[:200])
+
+
+def _sample_item(sample: _Sample, ctx: _Context) -> ImageText | Skip:
+    key = f"{ctx.path}#{sample.key}"
+    info: dict[str, Any] = {}
+    if "json" in sample.files:
+        try:
+            parsed = json.loads(sample.files["json"])
+            info = parsed if isinstance(parsed, dict) else {}
+        except (ValueError, RecursionError):
+            info = {}
+    url = _as_text(info.get("url"))
+    image_ext = next((ext for ext in IMAGE_EXTENSIONS if ext in sample.files), None)
+    if image_ext is None:
+        if sample.too_large:
+            return Skip(key, ctx.path, "too-large", url, sample.too_large)
+        return Skip(key, ctx.path, "no-image", url, f"members: {sorted(sample.files)}")
+    caption = sample.files.get("txt")
+    caption = clean_caption(caption) if caption is not None else clean_caption(info.get("caption"))
+    meta = {k: _jsonable(v) for k, v in info.items() if k not in ("url", "caption")}
+    for ext, data in sample.files.items():
+        if ext not in IMAGE_EXTENSIONS and ext not in ("txt", "json"):
+            meta.setdefault(ext, data.decode("utf-8", "replace").strip())
+    return ImageText(key=key, source=ctx.path, caption=caption, url=url, image=sample.files[image_ext], meta=meta)
