@@ -136,14 +136,15 @@ def _exif_transpose(img: Image.Image, notes: dict[str, Any]) -> Image.Image:
 
 
 def _resize_crop(img: Image.Image, resolution: int, resample: Image.Resampling) -> Image.Image:
-    """Scale the shorter side to `resolution`, then cut the centred `resolution` x `resolution` square."""
+    """The centred square of side min(w, h), scaled to `resolution` x `resolution` in one resample (the same
+    picture as scaling the shorter side then cropping, without resampling the pixels the crop throws away)."""
     w, h = img.size
-    scale = resolution / min(w, h)
-    new_w, new_h = max(resolution, round(w * scale)), max(resolution, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), resample)
-    left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
-    return img.crop((left, top, left + resolution, top + resolution))
+    side = min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    if side == resolution and w == h:
+        return img
+    return img.resize((resolution, resolution), resample, box=(left, top, left + side, top + side),
+                      reducing_gap=3.0)   # Pillow: a gap of 3.0 is indistinguishable from none
 
 
 @dataclass(kw_only=True)
@@ -210,12 +211,18 @@ class ImageChecks:
             n_frames, notes["frames_error"] = 1, type(exc).__name__
         if n_frames > 1 or notes:
             img.seek(0)
+        if fmt == "JPEG" and self.resolution and min(w, h) > 2 * self.resolution:
+            # JPEG DCT scaling: decode at 1/2..1/8 size, still no smaller than twice the training resolution;
+            # the whole entropy-coded stream is still read, so truncation is still found
+            factor = 2 * self.resolution / min(w, h)
+            img.draft(img.mode, (max(1, int(w * factor)), max(1, int(h * factor))))
         img.load()
         if img.size[0] * img.size[1] > self.max_pixels:   # a frame may grow the canvas (GIF extents)
             return "decompression-bomb"
         mode = img.mode
+        loaded = img.size
         upright = _exif_transpose(img, notes)
-        ow, oh = upright.size
+        ow, oh = (w, h) if upright.size == loaded else (h, w)   # sizes of the upright original, before any draft
         if min(ow, oh) < self.min_side:
             return f"too-small:{min(ow, oh)}"
         if max(ow, oh) > self.max_aspect * min(ow, oh):
