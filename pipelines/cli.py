@@ -177,6 +177,20 @@ def _cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
     print(f"\nwudao demo: dialogue pipeline on the embedded dialogue sample ({len(inputs)} files)")
     stats = run_dialogue(inputs, dialogue_out, None, beam_args)
     print(format_summary(stats, dialogue_out))
+    from pipelines.image_demo import run_image_demo
+
+    print("\nwudao demo: image-text pipeline on the embedded image sample (its url list served on 127.0.0.1), "
+          "then a small VQ image tokenizer and CogView shards")
+    image = run_image_demo(args.output, tokenizer_out, beam_args)
+    print(format_summary(image["stats"], image["image_out"]))
+    vq = image["vq"]
+    print(f"vq:       {image['vq_dir']} ({vq['config']['resolution']} px -> {vq['config']['resolution'] // vq['config']['downsample']}"
+          f"x{vq['config']['resolution'] // vq['config']['downsample']} codes of {vq['config']['codebook_size']}; "
+          f"{vq['steps']} steps in {vq['seconds']:.0f} s; held-out PSNR {vq['psnr_db']:.1f} dB, "
+          f"codebook usage {vq['codebook_usage']:.0%})")
+    cogview = image["manifest"]["shards"]
+    print(f"cogview:  {os.path.join(args.output, 'cogview_shards')} ({len(cogview)} shards, "
+          f"{sum(s['samples'] for s in cogview)} samples: [ROI1] caption [BASE] [BOI1] image codes [EOI1])")
     return 0
 
 
@@ -240,6 +254,63 @@ def _cmd_tokenizer_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _cmd_train_vq(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from tokenizer.vq import VQConfig
+    from tokenizer.vq_train import train_vq
+
+    down = args.downsample
+    mult = {4: (1, 2, 4), 8: (1, 2, 2, 4), 16: (1, 1, 2, 2, 4)}.get(down)
+    if mult is None:
+        raise SystemExit("--downsample must be 4, 8 or 16")
+    config = VQConfig(resolution=args.resolution, channels=args.channels, channel_mult=mult, downsample=down,
+                      codebook_size=args.codebook_size, code_dim=args.code_dim, num_res_blocks=args.res_blocks)
+    metrics = train_vq(args.images, args.output, config, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       seed=args.seed, device=args.device, eval_images=args.eval_images)
+    summary = {k: metrics[k] for k in ("steps", "seconds", "psnr_db", "codebook_usage", "perplexity",
+                                       "recon_mse_first", "recon_mse_last", "skipped") if k in metrics}
+    print(json.dumps({"output": args.output, **summary}, indent=2))
+    return 0
+
+
+def _cmd_encode_images(args: argparse.Namespace, beam_args: list[str]) -> int:
+    """codes JSONL: {"image": name, "grid": [h, w], "codes": [row-major codes]} per readable image."""
+    from tokenizer.vq import VQVAE
+    from tokenizer.vq_train import encode_images
+
+    model = VQVAE.load(args.vq)
+    skips: list = []
+    n = 0
+    with open(args.output + ".tmp", "w", encoding="utf-8") as fh:
+        for name, codes in encode_images(model, args.images, batch_size=args.batch_size, skips=skips):
+            fh.write(json.dumps({"image": name, "grid": list(codes.shape), "codes": codes.reshape(-1).tolist()}) + "\n")
+            n += 1
+    os.replace(args.output + ".tmp", args.output)
+    print(json.dumps({"encoded": n, "skipped": [list(s) for s in skips], "output": args.output}, indent=2))
+    return 0
+
+
+def _cmd_decode_images(args: argparse.Namespace, beam_args: list[str]) -> int:
+    """One PNG per line of a codes JSONL (from encode-images), named by its line number."""
+    import torch
+    from PIL import Image
+
+    from tokenizer.vq import VQVAE
+
+    model = VQVAE.load(args.vq).eval()
+    os.makedirs(args.output, exist_ok=True)
+    n = 0
+    with open(args.codes, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            row = json.loads(line)
+            h, w = row["grid"]
+            image = model.decode(torch.tensor(row["codes"], dtype=torch.long).reshape(1, h, w))[0]
+            pixels = ((image + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+            Image.fromarray(pixels).save(os.path.join(args.output, f"{i:06d}.png"))
+            n += 1
+    print(json.dumps({"decoded": n, "output": args.output}))
+    return 0
+
+
 def _cmd_shards(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.action == "verify":
         from shards.manifest import main_verify
@@ -255,7 +326,8 @@ def _cmd_shards(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     manifest = write_shards(args.corpus, args.tokenizer, args.output, seq_len=args.seq_len,
                             shard_size_bytes=_size_bytes(args.shard_size), val_fraction=args.val_fraction,
-                            beam_args=beam_args, command=shlex.join(["wudao", *sys.argv[1:]]))
+                            beam_args=beam_args, command=shlex.join(["wudao", *sys.argv[1:]]), fmt=args.format,
+                            vq=args.vq, max_text_tokens=args.max_text_tokens)
     shards = manifest["shards"] if isinstance(manifest, dict) else []
     print(f"{len(shards)} shards, {sum(s['samples'] for s in shards)} samples, "
           f"{sum(s['tokens'] for s in shards)} tokens -> {args.output}")
@@ -294,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     image_text.add_argument("--config", help="image-text recipe YAML merged over cleaners/data/image_text_recipe.yaml")
     image_text.set_defaults(func=_cmd_image_text)
 
-    demo = sub.add_parser("demo", help="run the web-text and dialogue pipelines on the embedded samples")
+    demo = sub.add_parser("demo", help="run every pipeline on the embedded samples (web text, dialogue, image-text)")
     demo.add_argument("--output", default="wudao-demo", help="output folder (default ./wudao-demo)")
     demo.add_argument("--config", help="web-text recipe YAML merged over the default recipe")
     demo.set_defaults(func=_cmd_demo)
@@ -303,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("files", nargs="+")
     extract.set_defaults(func=_cmd_extract)
 
-    tok = sub.add_parser("tokenizer", help="bilingual SentencePiece tokenizer")
+    tok = sub.add_parser("tokenizer", help="bilingual SentencePiece tokenizer and the VQ image tokenizer")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True)
     ttrain = tok_sub.add_parser("train", help="train on a balanced zh/en sample of a corpus (Beam sampling step)")
     ttrain.add_argument("--corpus", action="append", required=True, help="corpus JSONL(.gz) glob; repeatable")
@@ -312,6 +384,33 @@ def build_parser() -> argparse.ArgumentParser:
     ttrain.add_argument("--zh-share", type=float, default=0.5)
     ttrain.add_argument("--model-type", choices=["unigram", "bpe"], default="unigram")
     ttrain.set_defaults(func=_cmd_tokenizer_train)
+    vtrain = tok_sub.add_parser("train-vq", help="train the VQ-VAE image tokenizer on images or image-text tars")
+    vtrain.add_argument("--images", action="append", required=True, help="image files, folders or tars (globs)")
+    vtrain.add_argument("--output", required=True, help="folder for vq.pt and vq_metrics.json")
+    vtrain.add_argument("--resolution", type=int, default=256)
+    vtrain.add_argument("--downsample", type=int, default=8, help="4, 8 or 16 (256 px / 8 = 32x32 codes)")
+    vtrain.add_argument("--codebook-size", type=int, default=8192)
+    vtrain.add_argument("--code-dim", type=int, default=256)
+    vtrain.add_argument("--channels", type=int, default=64)
+    vtrain.add_argument("--res-blocks", type=int, default=2)
+    vtrain.add_argument("--steps", type=int, default=1000)
+    vtrain.add_argument("--batch-size", type=int, default=8)
+    vtrain.add_argument("--lr", type=float, default=2e-4)
+    vtrain.add_argument("--seed", type=int, default=0)
+    vtrain.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    vtrain.add_argument("--eval-images", type=int, default=16, help="held-out images for PSNR and code usage")
+    vtrain.set_defaults(func=_cmd_train_vq)
+    venc = tok_sub.add_parser("encode-images", help="images -> VQ codes (JSONL: image, grid, codes)")
+    venc.add_argument("--vq", required=True)
+    venc.add_argument("--images", action="append", required=True)
+    venc.add_argument("--output", required=True, help="codes JSONL to write")
+    venc.add_argument("--batch-size", type=int, default=8)
+    venc.set_defaults(func=_cmd_encode_images)
+    vdec = tok_sub.add_parser("decode-images", help="VQ codes JSONL -> PNG images")
+    vdec.add_argument("--vq", required=True)
+    vdec.add_argument("--codes", required=True)
+    vdec.add_argument("--output", required=True, help="folder for NNNNNN.png")
+    vdec.set_defaults(func=_cmd_decode_images)
 
     shards = sub.add_parser("shards", help="tokenized WebDataset shards; `wudao shards verify DIR` checks them")
     shards.add_argument("action", nargs="?", choices=["verify"], help="verify an existing shard folder")
@@ -322,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     shards.add_argument("--seq-len", type=int, default=512)
     shards.add_argument("--shard-size", default="256MB")
     shards.add_argument("--val-fraction", type=float, default=0.01)
+    shards.add_argument("--format", choices=["text", "cogview"], default="text",
+                        help="text: corpus JSONL; cogview: image-text tars -> [ROI1] caption [BASE] [BOI1] codes [EOI1]")
+    shards.add_argument("--vq", help="VQ checkpoint (vq.pt from `wudao tokenizer train-vq`) for --format cogview")
+    shards.add_argument("--max-text-tokens", type=int, default=64, help="caption tokens kept (--format cogview)")
     shards.set_defaults(func=_cmd_shards)
 
     quality = sub.add_parser("quality", help="fastText quality classifier")

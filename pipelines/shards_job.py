@@ -174,33 +174,52 @@ def _finish(entries: list[dict[str, Any]], output: str, tokenizer_hash: str, dty
 def write_shards(corpus_globs: Sequence[str], tokenizer_dir: str, output: str, seq_len: int = 512,
                  shard_size_bytes: int = 256 * 1024 * 1024, val_fraction: float = 0.01,
                  beam_args: Sequence[str] = (), loader: Callable[[str], Any] = ProjectTokenizer,
-                 command: str | None = None) -> dict[str, Any]:
+                 command: str | None = None, fmt: str = "text", vq: str | None = None,
+                 max_text_tokens: int = 64) -> dict[str, Any]:
     """Tokenize the corpus matched by `corpus_globs` into `output/{train,val}-NNNNNN.tar` + manifest.json.
 
+    `fmt="text"`: JSONL corpus records, one sample per record. `fmt="cogview"`: image-text WebDataset tars from
+    `wudao image-text`, one sample per pair laid out `[ROI1] caption [BASE] [BOI1] image codes [EOI1]`, the codes
+    from the VQ checkpoint `vq` (pipelines/cogview_shards.py).
     `loader(tokenizer_dir)` gives an object with `encode_batch(texts)`, `vocab_size` and `hash`; it must pickle
     (it is called in the driver and in each worker's setup). Returns the manifest written."""
     from pipelines.cli import pipeline_options
 
     if shard_size_bytes < 1:
         raise ValueError("shard_size_bytes must be >= 1")
+    if fmt not in ("text", "cogview"):
+        raise ValueError(f"unknown shard format {fmt!r} (text or cogview)")
     split_of("", val_fraction)  # validates val_fraction before any work
-    tok = loader(tokenizer_dir)
+    if fmt == "cogview":
+        from pipelines.cogview_shards import CogViewTokenizer, ReadImagePairs, TokenizeCogView
+
+        if not vq:
+            raise ValueError("cogview shards need a VQ checkpoint (--vq vq.pt)")
+        tok = CogViewTokenizer(tokenizer_dir, vq, max_text_tokens)
+        read, tokenize = ReadImagePairs(), TokenizeCogView(tok, val_fraction)
+    else:
+        tok = loader(tokenizer_dir)
+        read = ReadRecords()
     dtype, tokenizer_hash = dtype_for(tok.vocab_size), str(tok.hash)
+    if fmt == "text":
+        tokenize = Tokenize(loader, tokenizer_dir, dtype, val_fraction)
     os.makedirs(output, exist_ok=True)
     output = os.path.abspath(output)
     previous = read_manifest(output) or {}
     same_tokens = previous.get("tokenizer_hash") == tokenizer_hash and previous.get("dtype") == dtype
     reusable = {e["name"]: e for e in previous.get("shards", []) if isinstance(e, dict)} if same_tokens else {}
-    command = command or (f"write_shards {json.dumps(sorted(corpus_globs))} tokenizer_hash={tokenizer_hash} "
-                          f"seq_len={seq_len} shard_size_bytes={shard_size_bytes} val_fraction={val_fraction}")
+    command = command or (f"write_shards {json.dumps(sorted(corpus_globs))} format={fmt} "
+                          f"tokenizer_hash={tokenizer_hash} seq_len={seq_len} shard_size_bytes={shard_size_bytes} "
+                          f"val_fraction={val_fraction}")
     with beam.Pipeline(options=pipeline_options(list(beam_args))) as pipeline:
         samples = (pipeline
                    | "Globs" >> beam.Create(sorted(corpus_globs))
                    | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.DISALLOW)
-                   | "Read" >> beam.ParDo(ReadRecords())
+                   | "Read" >> beam.ParDo(read)
                    | "Spread" >> beam.Reshuffle()
-                   | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=512)
-                   | "Tokenize" >> beam.ParDo(Tokenize(loader, tokenizer_dir, dtype, val_fraction)))
+                   | "Batch" >> beam.BatchElements(min_batch_size=16 if fmt == "text" else 4,
+                                                   max_batch_size=512 if fmt == "text" else 32)
+                   | "Tokenize" >> beam.ParDo(tokenize))
         counts = (samples
                   | "Bytes" >> beam.Map(lambda item: (item[0], tar_bytes(item[1])))
                   | "BytesPerSplit" >> beam.CombinePerKey(sum)

@@ -1,0 +1,78 @@
+"""The image-text part of `wudao demo`: the embedded sample (pipelines/data/image_sample) through the pipeline,
+its url list downloaded from a real HTTP server on 127.0.0.1 that serves the sample's `served/` folder, then a
+small VQ tokenizer trained on the kept images and CogView shards written with it."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any, Iterator
+
+SAMPLE = "image_sample"
+#: a CPU-sized tokenizer for the demo: 64 px images, 8x8 grids of 512 codes (the default is 256 px, 32x32, 8192)
+DEMO_VQ = {"resolution": 64, "channels": 32, "channel_mult": (1, 2, 2, 4), "downsample": 8, "num_res_blocks": 1,
+           "codebook_size": 512, "code_dim": 64}
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_folder(folder: str) -> Iterator[str]:
+    """Serve `folder` over HTTP on 127.0.0.1 (a free port) for the duration; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=folder))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def sample_dir() -> str:
+    return str(resources.files("pipelines").joinpath(f"data/{SAMPLE}"))
+
+
+def localized_url_list(sample: str, base_url: str, output: str) -> str:
+    """The sample's urls.tsv with its relative urls made absolute under `base_url`; returns the new file."""
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with open(os.path.join(sample, "urls.tsv"), encoding="utf-8", newline="") as src, \
+            open(output, "w", encoding="utf-8", newline="") as dst:
+        reader, writer = csv.DictReader(src, delimiter="\t"), None
+        for row in reader:
+            if writer is None:
+                writer = csv.DictWriter(dst, fieldnames=reader.fieldnames, delimiter="\t", lineterminator="\n")
+                writer.writeheader()
+            row["url"] = f"{base_url}/{row['url'].lstrip('/')}"
+            writer.writerow(row)
+    return output
+
+
+def run_image_demo(output: str, tokenizer_dir: str, beam_args: list[str], vq_steps: int = 300) -> dict[str, Any]:
+    """Pipeline -> DIR/image_text, VQ -> DIR/vq, CogView shards -> DIR/cogview_shards; returns what it did."""
+    from pipelines.cli import run_image_text
+    from pipelines.shards_job import write_shards
+    from tokenizer.vq import VQConfig
+    from tokenizer.vq_train import train_vq
+
+    sample = sample_dir()
+    image_out = os.path.join(output, "image_text")
+    with serve_folder(os.path.join(sample, "served")) as base_url:
+        urls = localized_url_list(sample, base_url, os.path.join(output, "image_text_inputs", "urls.tsv"))
+        inputs = [os.path.join(sample, "shapes-000.tar"), os.path.join(sample, "photos.parquet"), urls]
+        stats = run_image_text(inputs, image_out, None, beam_args)
+    tars = os.path.join(image_out, "images", "*.tar")
+    vq_dir = os.path.join(output, "vq")
+    metrics = train_vq([tars], vq_dir, VQConfig(**DEMO_VQ), steps=vq_steps, batch_size=8, lr=1e-3, seed=0,
+                       eval_images=8)
+    manifest = write_shards([tars], tokenizer_dir, os.path.join(output, "cogview_shards"), seq_len=0,
+                            shard_size_bytes=1_000_000, val_fraction=0.1, beam_args=beam_args, fmt="cogview",
+                            vq=os.path.join(vq_dir, "vq.pt"), max_text_tokens=64)
+    return {"stats": stats, "image_out": image_out, "vq_dir": vq_dir, "vq": metrics, "manifest": manifest}
