@@ -7,6 +7,8 @@ variants: exponential moving averages of assignments and encodings (appendix A.1
 counts) or, with `ema=False`, the codebook loss ||sg[z] - e||^2; both with the commitment loss beta=0.25.
 Codes whose usage average falls far below the mean are restarted at random encodings from the batch (Dhariwal
 et al. 2020, Jukebox), and the codebook starts from batch encodings, which keeps usage high.
+With `l2_normalize=True` encodings and codes are unit vectors and the lookup is by cosine similarity, which
+with a small `code_dim` (8-32, "factorized codes") raises codebook usage (Yu et al. 2021, ViT-VQGAN, sec. 3.2).
 
 Checkpoints are a dict {"format", "config", "state_dict"} read with `torch.load(weights_only=True)` only.
 """
@@ -47,6 +49,7 @@ class VQConfig:
     eps: float = 1e-5
     restart_dead_codes: bool = True
     restart_threshold: float = 0.03  # a code is dead below this fraction of the mean usage average
+    l2_normalize: bool = False  # cosine lookup on unit vectors (ViT-VQGAN); off keeps plain squared-L2 VQ-VAE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mult", tuple(int(m) for m in self.channel_mult))
@@ -193,9 +196,17 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("embed_avg", embedding.clone())
         self.register_buffer("initialized", torch.tensor(False))
 
+    def _prepare(self, flat: torch.Tensor) -> torch.Tensor:
+        """Encodings as looked up: unit rows when `l2_normalize`, else unchanged."""
+        return F.normalize(flat, dim=1) if self.config.l2_normalize else flat
+
+    def codebook(self) -> torch.Tensor:
+        """The [codebook_size, code_dim] code vectors as used (unit rows when `l2_normalize`)."""
+        return F.normalize(self.embedding, dim=1) if self.config.l2_normalize else self.embedding
+
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest code (squared L2) for each row of `flat` [N, code_dim]."""
-        codebook = self.embedding.detach()
+        """Index of the nearest code (squared L2) for each row of `flat` [N, code_dim], taken as looked up."""
+        codebook = self.codebook().detach()
         sq = codebook.pow(2).sum(1)
         out = []
         for block in flat.detach().split(_DISTANCE_CHUNK):
@@ -206,20 +217,20 @@ class VectorQuantizer(nn.Module):
     def codes(self, z: torch.Tensor) -> torch.Tensor:
         """[B, D, h, w] encodings -> [B, h, w] codes."""
         b, d, h, w = z.shape
-        return self.nearest(z.permute(0, 2, 3, 1).reshape(-1, d)).view(b, h, w)
+        return self.nearest(self._prepare(z.permute(0, 2, 3, 1).reshape(-1, d))).view(b, h, w)
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """[B, h, w] codes -> [B, D, h, w] codebook vectors."""
-        return F.embedding(codes, self.embedding).permute(0, 3, 1, 2).contiguous()
+        return F.embedding(codes, self.codebook()).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (straight-through quantized z, vq loss, codes)."""
         b, d, h, w = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+        flat = self._prepare(z.permute(0, 2, 3, 1).reshape(-1, d))
         if self.training and not bool(self.initialized):
             self._initialize(flat.detach())
         codes = self.nearest(flat)
-        quant = F.embedding(codes, self.embedding)
+        quant = F.embedding(codes, self.codebook())
         loss = self.config.commitment * F.mse_loss(flat, quant.detach())
         if not self.config.ema:
             loss = loss + F.mse_loss(quant, flat.detach())
@@ -257,7 +268,7 @@ class VectorQuantizer(nn.Module):
             self.embed_avg.mul_(c.decay).add_(sums, alpha=1 - c.decay)
             n = self.cluster_size.sum()
             smoothed = (self.cluster_size + c.eps) / (n + c.codebook_size * c.eps) * n  # Laplace smoothing
-            self.embedding.data.copy_(self.embed_avg / smoothed.unsqueeze(1))
+            self.embedding.data.copy_(self._prepare(self.embed_avg / smoothed.unsqueeze(1)))
         if c.restart_dead_codes:
             self._restart(flat)
 

@@ -4,7 +4,10 @@ Images come from image files and from WebDataset tars (the image-text pipeline's
 KEY.txt, KEY.json; any image member is used), named by paths, globs or folders, or given directly as bytes or
 PIL images. They are decoded with Pillow as RGB, the shorter side resized to the model resolution (bicubic) and
 center-cropped, as CogView prepares its 256x256 training images. Batches form on the fly from a seeded shuffle
-buffer; the first `eval_images` images are held out for reconstruction PSNR and codebook usage.
+buffer; the first `eval_images` images are held out for reconstruction PSNR and codebook usage. Training images
+of re-iterable sources are kept decoded in memory between epochs when they fit `CACHE_BYTES`.
+Options for small sets: `augment=True` (seeded random resized crops and horizontal flips, as in Inception,
+Szegedy et al. 2015) and `lr_schedule="cosine"` (linear warm-up, then cosine decay; Loshchilov & Hutter 2017).
 
 Outputs in `output_dir`: `vq.pt` (see `tokenizer.vq.VQVAE.save`) and `vq_metrics.json`.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import glob
 import io
 import json
+import math
 import os
 import random
 import tarfile
@@ -32,6 +36,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".ppm", ".
 TAR_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
 MODEL_FILE = "vq.pt"
 METRICS_FILE = "vq_metrics.json"
+CACHE_BYTES = 256 * 2 ** 20  # decoded training images kept between epochs up to this size
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> float:
@@ -161,9 +167,10 @@ def _reiterable(sources) -> bool:
 
 
 def _training_stream(first_pass: Iterator, sources, resolution: int, holdout: int, rng: random.Random,
-                     buffer: int) -> Iterator[torch.Tensor]:
+                     buffer: int, cache_bytes: int = CACHE_BYTES) -> Iterator[torch.Tensor]:
     """Training images, shuffled through a buffer: `first_pass` (the held-out images already taken from it),
-    then, for re-iterable sources, further passes that skip the first `holdout` images, until one is empty."""
+    then, for re-iterable sources, further passes that skip the first `holdout` images, until one is empty.
+    When the first pass fits in `cache_bytes`, later passes replay it from memory (same images, same order)."""
     def one_pass(images) -> Iterator[torch.Tensor]:
         pool: list[torch.Tensor] = []
         for _, tensor in images:
@@ -178,16 +185,61 @@ def _training_stream(first_pass: Iterator, sources, resolution: int, holdout: in
             if i >= holdout:
                 yield pair
 
-    yield from one_pass(first_pass)
-    if not _reiterable(sources):
+    reiterable = _reiterable(sources)
+    cache: list | None = [] if reiterable else None
+
+    def recorded(images):
+        nonlocal cache
+        size = 0
+        for pair in images:
+            if cache is not None:
+                size += pair[1].numel() * pair[1].element_size()
+                if size <= cache_bytes:
+                    cache.append(pair)
+                else:
+                    cache = None  # too big: later passes read the sources again
+            yield pair
+
+    yield from one_pass(recorded(first_pass))
+    if not reiterable:
         return
     while True:
         produced = False
-        for tensor in one_pass(skip_holdout(iter_images(sources, resolution, None))):
+        images = iter(cache) if cache is not None else skip_holdout(iter_images(sources, resolution, None))
+        for tensor in one_pass(images):
             produced = True
             yield tensor
         if not produced:
             return
+
+
+def augment_image(x: torch.Tensor, generator: torch.Generator, min_scale: float = 0.35) -> torch.Tensor:
+    """A random resized crop of [C, H, W] `x` back to H x W (area fraction in [min_scale, 1], aspect ratio in
+    [3/4, 4/3], bilinear), flipped left-right with probability 1/2; draws only from `generator`."""
+    _, h, w = x.shape
+    u = torch.rand(4, generator=generator).tolist()
+    area = (min_scale + (1.0 - min_scale) * u[0]) * h * w
+    ratio = math.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[1])
+    ch = max(1, min(h, round(math.sqrt(area / ratio))))
+    cw = max(1, min(w, round(math.sqrt(area * ratio))))
+    top, left = round((h - ch) * u[2]), round((w - cw) * u[3])
+    crop = x[:, top:top + ch, left:left + cw]
+    if (ch, cw) != (h, w):
+        crop = F.interpolate(crop.unsqueeze(0), size=(h, w), mode="bilinear", align_corners=False).squeeze(0)
+    if bool(torch.rand(1, generator=generator) < 0.5):
+        crop = crop.flip(-1)
+    return crop.clamp(-1.0, 1.0)
+
+
+def lr_factor(step: int, steps: int, schedule: str, warmup: int) -> float:
+    """Multiplier of the base learning rate at 0-based `step`: 1 for "constant"; for "cosine" a linear warm-up
+    over `warmup` steps, then half a cosine from 1 down to 0.1 at the last step."""
+    if schedule == "constant":
+        return 1.0
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup - 1)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _batches(stream: Iterator[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
@@ -228,16 +280,20 @@ def evaluate(model: VQVAE, images: list[torch.Tensor], batch_size: int = 8, devi
 
 def train_vq(sources, output_dir: str, config: VQConfig | None = None, steps: int = 1000, batch_size: int = 8,
              lr: float = 2e-4, seed: int = 0, device: str = "cpu", eval_images: int = 16,
-             shuffle_buffer: int = 256, log_every: int = 10) -> dict:
+             shuffle_buffer: int = 256, log_every: int = 10, augment: bool = False, lr_schedule: str = "constant",
+             warmup_steps: int = 0) -> dict:
     """Train a VQ-VAE on `sources` (paths/globs/folders of images and tars, or an iterable of them, bytes or
     PIL images); write `vq.pt` and `vq_metrics.json` to `output_dir`; return the metrics.
 
     Loss: mean squared reconstruction error plus the quantizer's loss (van den Oord et al. 2017). A one-shot
-    iterable ends training when it runs out (metrics "steps" says how many ran); paths are read again each epoch.
+    iterable ends training when it runs out (metrics "steps" says how many ran); paths are read again each epoch
+    unless the training images fit the in-memory cache. `augment` crops and flips each training image (seeded).
     """
     config = config or VQConfig()
     if steps < 0 or batch_size < 1 or eval_images < 0 or lr <= 0:
         raise ValueError("steps >= 0, batch_size >= 1, eval_images >= 0 and lr > 0 required")
+    if lr_schedule not in LR_SCHEDULES or warmup_steps < 0:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES} and warmup_steps >= 0")
     os.makedirs(output_dir, exist_ok=True)
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -251,6 +307,7 @@ def train_vq(sources, output_dir: str, config: VQConfig | None = None, steps: in
     model = VQVAE(config).to(device)
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.99))
+    generator = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     curve: list[list[float]] = []
     started = time.perf_counter()
@@ -258,6 +315,10 @@ def train_vq(sources, output_dir: str, config: VQConfig | None = None, steps: in
     for batch in _batches(stream, batch_size):
         if done >= steps:
             break
+        if augment:
+            batch = torch.stack([augment_image(image, generator) for image in batch])
+        for group in optimizer.param_groups:
+            group["lr"] = lr * lr_factor(done, steps, lr_schedule, warmup_steps)
         x = batch.to(device)
         recon, vq_loss, _ = model(x)
         rec_loss = F.mse_loss(recon, x)
@@ -275,6 +336,7 @@ def train_vq(sources, output_dir: str, config: VQConfig | None = None, steps: in
 
     metrics = {
         "steps": done, "batch_size": batch_size, "images_seen": done * batch_size, "lr": lr, "seed": seed,
+        "lr_schedule": lr_schedule, "warmup_steps": warmup_steps, "augment": augment,
         "device": device, "seconds": round(seconds, 3),
         "recon_mse_first": _mean(losses[:10]), "recon_mse_last": _mean(losses[-10:]),
         "codes_alive_ema": model.quantizer.alive_fraction(),
