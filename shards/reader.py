@@ -232,7 +232,8 @@ class StreamingShards(_Base):
     """Shuffled, split, packed, resumable stream of `seq_len` token sequences from WebDataset shards.
 
     One pass of `iter()` is one epoch (`epoch`, or `set_epoch`). Yields int64 numpy arrays of length
-    `seq_len` (torch tensors with `as_torch=True`); with `eos_id`, that id follows every document.
+    `seq_len` (torch tensors with `as_torch=True`); with `eos_id`, that id follows every document. With
+    `pad_id`, documents are not packed: each is one sequence, cut to `seq_len` and padded with `pad_id`.
     Memory: the shuffle buffer, the packing remainder and one open shard stream. Bad shards raise
     `ShardError` (`on_error="raise"`) or are skipped and counted in `stats` (`on_error="skip"`); with skip,
     samples read before the corruption are kept.
@@ -242,7 +243,7 @@ class StreamingShards(_Base):
 
     def __init__(self, source, *, seed: int, shuffle_buffer: int, seq_len: int, rank: int = 0,
                  world_size: int = 1, split: str = "train", eos_id: int | None = None, epoch: int = 0,
-                 drop_last: bool = True, as_torch: bool = False, on_error: str = "raise"):
+                 drop_last: bool = True, as_torch: bool = False, on_error: str = "raise", pad_id: int | None = None):
         if seq_len < 1 or shuffle_buffer < 0 or not 0 <= rank < world_size:
             raise ValueError("need seq_len >= 1, shuffle_buffer >= 0 and 0 <= rank < world_size")
         if on_error not in ("raise", "skip"):
@@ -251,6 +252,7 @@ class StreamingShards(_Base):
         self.seed, self.shuffle_buffer, self.seq_len = seed, shuffle_buffer, seq_len
         self.rank, self.world_size, self.eos_id, self.epoch = rank, world_size, eos_id, epoch
         self.drop_last, self.as_torch, self.on_error = drop_last, as_torch, on_error
+        self.pad_id = pad_id
         self.stats = {"shards": 0, "samples": 0, "sequences": 0, "skipped_shards": 0, "errors": []}
         self._pending: dict | None = None
         self._live: dict | None = None
@@ -318,6 +320,14 @@ class StreamingShards(_Base):
             import torch
         rest, count = s["rest"], sum(len(a) for a in s["rest"])
         eos = None if self.eos_id is None else np.array([self.eos_id], np.int64)
+        if self.pad_id is not None:  # one document per sequence (CogView samples must not be packed)
+            for tokens in self._shuffled(s):
+                seq = np.full(seq_len, self.pad_id, np.int64)
+                tokens = tokens[:seq_len]
+                seq[:len(tokens)] = tokens
+                self.stats["sequences"] += 1
+                yield torch.from_numpy(seq) if torch_out else seq
+            return
         for seq in self._cut(rest, count):  # sequences owed from the restored remainder
             yield torch.from_numpy(seq) if torch_out else seq
         count = sum(len(a) for a in rest)

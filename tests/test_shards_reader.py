@@ -145,6 +145,25 @@ def test_exact_packing_without_and_with_eos(tmp_path):
     assert [s.tolist() for s in eos] == [[1, 2, 3, 0, 4], [5, 0, 6, 7, 8], [9, 10, 11, 12, 0], [13, 0]]
 
 
+def test_unpacked_documents_are_cut_and_padded(tmp_path):
+    docs = [("a", np.array([1, 2, 3], np.uint16)), ("b", np.array([4, 5, 6, 7, 8, 9], np.uint16))]
+    write_shard(tmp_path / "one.tar", docs)
+    ds = StreamingShards([str(tmp_path / "one.tar")], seed=0, shuffle_buffer=0, seq_len=5, pad_id=0)
+    assert [s.tolist() for s in ds] == [[1, 2, 3, 0, 0], [4, 5, 6, 7, 8]]
+
+
+def test_unpacked_resume_continues_with_the_next_document(tmp_path):
+    make_corpus(tmp_path, 3, 20, length=lambda i: 1 + (i * 7) % 11)
+    kw = dict(seed=3, shuffle_buffer=6, seq_len=8, pad_id=65001)
+    full = [s.tolist() for s in StreamingShards(tmp_path, **kw)]
+    assert len(full) == 60
+    ds = StreamingShards(tmp_path, **kw)
+    head = [s.tolist() for s in take(iter(ds), 17)]
+    fresh = StreamingShards(tmp_path, **kw)
+    fresh.load_state_dict(pickle.loads(pickle.dumps(ds.state_dict())))
+    assert head + [s.tolist() for s in fresh] == full
+
+
 def test_packing_keeps_every_token_in_order_when_unshuffled(tmp_path):
     docs = make_corpus(tmp_path, 1, 40, length=lambda i: 1 + (i * 37) % 50)
     flat = np.concatenate([d for _, d in docs])
