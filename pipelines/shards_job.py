@@ -230,4 +230,15 @@ def write_shards(corpus_globs: Sequence[str], tokenizer_dir: str, output: str, s
              | "Write" >> beam.ParDo(WriteShard(output, reusable))
              | "Entries" >> beam.combiners.ToList()
              | "Manifest" >> beam.Map(_finish, output, tokenizer_hash, dtype, seq_len, command))
+    _copy_vocab(tokenizer_dir, output)
     return read_manifest(output) or {}
+
+
+def _copy_vocab(tokenizer_dir: str, output: str) -> None:
+    """vocab.json beside the shards, so a training job knows the id space (special tokens, image codes)."""
+    import shutil
+
+    source = os.path.join(tokenizer_dir, "vocab.json")
+    if os.path.isfile(source):
+        shutil.copyfile(source, os.path.join(output, "vocab.json.tmp"))
+        os.replace(os.path.join(output, "vocab.json.tmp"), os.path.join(output, "vocab.json"))

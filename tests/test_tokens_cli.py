@@ -29,6 +29,7 @@ def test_tokenize_shard_verify_and_stream(corpus, tmp_path, capsys):
     assert main(args) == 0
     manifest = json.loads((shards / "manifest.json").read_text())
     assert manifest["dtype"] == "uint16" and len(manifest["shards"]) >= 2
+    assert (shards / "vocab.json").read_bytes() == (tok / "vocab.json").read_bytes()  # the id space travels along
     assert main(["shards", "verify", str(shards)]) == 0
     first = [s.copy() for s in StreamingShards(str(shards), seed=1, shuffle_buffer=8, seq_len=64)]
     assert first and all(len(seq) == 64 for seq in first)

@@ -13,8 +13,8 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tokenizer.vq import CheckpointError, VQConfig, VQVAE, VectorQuantizer, load_state_dict_checkpoint  # noqa: E402
-from tokenizer.vq_train import (codebook_stats, encode_images, iter_images, preprocess, psnr,  # noqa: E402
-                                train_vq)
+from tokenizer.vq_train import (augment_image, codebook_stats, encode_images, iter_images, lr_factor,  # noqa: E402
+                                preprocess, psnr, train_vq)
 
 TINY = VQConfig(resolution=32, channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, codebook_size=64,
                 code_dim=16, downsample=4)
@@ -179,6 +179,61 @@ def test_first_training_batch_initializes_the_codebook_from_encodings():
     assert float(q.embedding.min()) > 4.0  # every code now lives among the encodings, none at the random start
 
 
+def test_l2_normalized_lookup_is_by_angle_and_codes_stay_unit_vectors():
+    q = _quantizer(l2_normalize=True, restart_dead_codes=False).train()
+    with torch.no_grad():
+        q.embedding.data.copy_(torch.tensor([[10.0, 0.0], [0.0, 3.0]]))
+        q.embed_avg.copy_(q.embedding.data)
+    # [2, 1.5] is nearer code 1 ([0, 3]) by plain L2 but within 37 degrees of code 0; [0.1, 0.2] leans to code 1
+    out, _, codes = q(_as_map([[2, 1.5], [0.1, 0.2]]))
+    assert codes.reshape(-1).tolist() == [0, 1]
+    assert torch.allclose(q.embedding.norm(dim=1), torch.ones(2), atol=1e-5)  # EMA result renormalized
+    assert torch.allclose(out.detach().reshape(2, 2).t().norm(dim=1), torch.ones(2), atol=1e-5)
+    plain = _quantizer(restart_dead_codes=False).eval()
+    with torch.no_grad():
+        plain.embedding.data.copy_(torch.tensor([[10.0, 0.0], [0.0, 3.0]]))
+    assert plain.codes(_as_map([[2, 1.5]])).reshape(-1).tolist() == [1]
+
+
+def test_l2_normalized_model_without_ema_trains_and_round_trips(tmp_path):
+    config = VQConfig(**{**TINY.__dict__, "l2_normalize": True, "ema": False, "code_dim": 8})
+    torch.manual_seed(0)
+    model = VQVAE(config).train()
+    recon, loss, _ = model(_gradients(2))
+    (F.mse_loss(recon, _gradients(2)) + loss).backward()
+    assert model.quantizer.embedding.grad is not None
+    model.eval().save(str(tmp_path / "vq.pt"))
+    loaded = VQVAE.load(str(tmp_path / "vq.pt"))
+    x = _gradients(3, seed=4)
+    assert loaded.config.l2_normalize and torch.equal(loaded.encode(x), model.encode(x))
+
+
+def test_augment_is_seeded_and_keeps_shape_and_range():
+    x = _gradients(1, size=16)[0]
+    a = augment_image(x, torch.Generator().manual_seed(5))
+    b = augment_image(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert float(a.min()) >= -1.0 and float(a.max()) <= 1.0
+    g = torch.Generator().manual_seed(0)
+    outs = [augment_image(x, g) for _ in range(8)]
+    assert len({tuple(o.flatten().tolist()) for o in outs}) > 1  # one generator, different draws
+    flat = torch.full((3, 16, 16), 0.25)
+    assert torch.allclose(augment_image(flat, torch.Generator().manual_seed(1)), flat)  # crops of flat are flat
+    ramp = torch.linspace(-1, 1, 16).expand(3, 16, 16).clone()  # increases left to right
+    flips = [bool(augment_image(ramp, torch.Generator().manual_seed(s), min_scale=1.0)[0, 0, 0] > 0)
+             for s in range(20)]
+    assert any(flips) and not all(flips)  # full-size crop: only the flip changes it, sometimes
+
+
+def test_lr_factor_warms_up_then_decays_to_a_tenth():
+    assert [lr_factor(s, 10, "constant", 3) for s in (0, 9)] == [1.0, 1.0]
+    assert [lr_factor(s, 10, "cosine", 4) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, 10, "cosine", 4) == pytest.approx(1.0)
+    assert lr_factor(9, 10, "cosine", 4) == pytest.approx(0.1)
+    values = [lr_factor(s, 10, "cosine", 4) for s in range(4, 10)]
+    assert values == sorted(values, reverse=True)
+
+
 # --- training ----------------------------------------------------------------------------------------------------
 
 def test_tiny_model_learns_a_fixed_batch():
@@ -287,6 +342,32 @@ def test_train_vq_is_deterministic_with_a_seed(tmp_path):
     sd_a = torch.load(tmp_path / "a" / "vq.pt", weights_only=True)["state_dict"]
     sd_b = torch.load(tmp_path / "b" / "vq.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+
+
+def test_train_vq_augmented_is_deterministic_and_differs_from_plain(tmp_path):
+    sources = _write_dataset(tmp_path)
+    kw = dict(config=TINY, steps=3, batch_size=4, seed=1, eval_images=2, log_every=1, lr_schedule="cosine",
+              warmup_steps=1)
+    a = train_vq(sources, str(tmp_path / "a"), augment=True, **kw)
+    b = train_vq(sources, str(tmp_path / "b"), augment=True, **kw)
+    c = train_vq(sources, str(tmp_path / "c"), augment=False, **kw)
+    assert a["loss_curve"] == b["loss_curve"] and a["loss_curve"] != c["loss_curve"]
+    assert a["augment"] and a["lr_schedule"] == "cosine"
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        train_vq(sources, str(tmp_path / "d"), TINY, steps=1, eval_images=2, lr_schedule="step")
+
+
+def test_training_stream_replays_cached_images_like_a_fresh_read(tmp_path, monkeypatch):
+    import random as _random
+    from tokenizer import vq_train
+    sources = _write_dataset(tmp_path)
+    def stream(cache_bytes):
+        first = iter_images(sources, 32)
+        next(first)
+        out = vq_train._training_stream(first, sources, 32, 1, _random.Random(0), 8, cache_bytes)
+        return [next(out) for _ in range(47 * 2 + 5)]
+    cached, reread = stream(10 ** 9), stream(0)
+    assert all(torch.equal(a, b) for a, b in zip(cached, reread))
 
 
 def test_train_vq_single_pass_iterable_stops_when_it_runs_out(tmp_path):
