@@ -13,9 +13,10 @@ from importlib import resources
 from typing import Any, Iterator
 
 SAMPLE = "image_sample"
-#: a CPU-sized tokenizer for the demo: 64 px images, 8x8 grids of 512 codes (the default is 256 px, 32x32, 8192)
-DEMO_VQ = {"resolution": 64, "channels": 32, "channel_mult": (1, 2, 2, 4), "downsample": 8, "num_res_blocks": 1,
-           "codebook_size": 512, "code_dim": 64}
+#: a CPU-sized tokenizer for the demo: 64 px images, 8x8 grids of 512 codes (the default is 256 px, 32x32, 8192);
+#: one wide level stack without res blocks for speed, 16-dim l2-normalised codes (ViT-VQGAN) for codebook usage
+DEMO_VQ = {"resolution": 64, "channels": 48, "channel_mult": (1, 1, 1, 1), "downsample": 8, "num_res_blocks": 0,
+           "codebook_size": 512, "code_dim": 16, "l2_normalize": True}
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -70,8 +71,8 @@ def run_image_demo(output: str, tokenizer_dir: str, beam_args: list[str], vq_ste
         stats = run_image_text(inputs, image_out, None, beam_args)
     tars = os.path.join(image_out, "images", "*.tar")
     vq_dir = os.path.join(output, "vq")
-    metrics = train_vq([tars], vq_dir, VQConfig(**DEMO_VQ), steps=vq_steps, batch_size=8, lr=1e-3, seed=0,
-                       eval_images=8)
+    metrics = train_vq([tars], vq_dir, VQConfig(**DEMO_VQ), steps=vq_steps, batch_size=8, lr=2e-3, seed=0,
+                       eval_images=8, augment=True, lr_schedule="cosine", warmup_steps=20)
     manifest = write_shards([tars], tokenizer_dir, os.path.join(output, "cogview_shards"), seq_len=0,
                             shard_size_bytes=1_000_000, val_fraction=0.1, beam_args=beam_args, fmt="cogview",
                             vq=os.path.join(vq_dir, "vq.pt"), max_text_tokens=64)
