@@ -311,6 +311,18 @@ def _cmd_decode_images(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
+    if beam_args:
+        print(f"wudao train: unknown arguments {beam_args}", file=sys.stderr)
+        return 2
+    from train.loop import train
+
+    result = train(args.model, args.shards, args.config, steps=args.steps, out=args.out, resume=args.resume,
+                   device=args.device, seed=args.seed, tokenizer_dir=args.tokenizer)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("losses", "config")}, indent=2))
+    return 0
+
+
 def _cmd_shards(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.action == "verify":
         from shards.manifest import main_verify
@@ -426,6 +438,18 @@ def build_parser() -> argparse.ArgumentParser:
     shards.add_argument("--vq", help="VQ checkpoint (vq.pt from `wudao tokenizer train-vq`) for --format cogview")
     shards.add_argument("--max-text-tokens", type=int, default=64, help="caption tokens kept (--format cogview)")
     shards.set_defaults(func=_cmd_shards)
+
+    trainp = sub.add_parser("train", help="train GLM or CogView (PyTorch) on tokenized shards")
+    trainp.add_argument("--shards", required=True, help="shard folder or manifest.json (from `wudao shards`)")
+    trainp.add_argument("--model", choices=["glm", "cogview"], required=True)
+    trainp.add_argument("--config", default="tiny", help="tiny, small, base, large, or a YAML file (base: NAME + fields)")
+    trainp.add_argument("--steps", type=int, help="optimizer steps (default: the config's max_steps)")
+    trainp.add_argument("--out", default="run", help="folder for ckpt.pt and metrics.jsonl")
+    trainp.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt (same data position)")
+    trainp.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    trainp.add_argument("--seed", type=int, default=0)
+    trainp.add_argument("--tokenizer", help="tokenizer folder, when the shard folder has no vocab.json")
+    trainp.set_defaults(func=_cmd_train)
 
     quality = sub.add_parser("quality", help="fastText quality classifier")
     quality_sub = quality.add_subparsers(dest="quality_command", required=True)

@@ -235,10 +235,12 @@ def write_shards(corpus_globs: Sequence[str], tokenizer_dir: str, output: str, s
 
 
 def _copy_vocab(tokenizer_dir: str, output: str) -> None:
-    """vocab.json beside the shards, so a training job knows the id space (special tokens, image codes)."""
+    """The tokenizer (vocab.json, tokenizer.model) beside the shards, so a training job knows the id space and
+    can encode prompts from the shard folder alone."""
     import shutil
 
-    source = os.path.join(tokenizer_dir, "vocab.json")
-    if os.path.isfile(source):
-        shutil.copyfile(source, os.path.join(output, "vocab.json.tmp"))
-        os.replace(os.path.join(output, "vocab.json.tmp"), os.path.join(output, "vocab.json"))
+    for name in ("vocab.json", "tokenizer.model"):
+        source = os.path.join(tokenizer_dir, name)
+        if os.path.isfile(source):
+            shutil.copyfile(source, os.path.join(output, name + ".tmp"))
+            os.replace(os.path.join(output, name + ".tmp"), os.path.join(output, name))
