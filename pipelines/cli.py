@@ -191,7 +191,34 @@ def _cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
     cogview = image["manifest"]["shards"]
     print(f"cogview:  {os.path.join(args.output, 'cogview_shards')} ({len(cogview)} shards, "
           f"{sum(s['samples'] for s in cogview)} samples: [ROI1] caption [BASE] [BOI1] image codes [EOI1])")
+    print("\nwudao demo: short GLM and CogView training runs on those shards (config tiny, CPU)")
+    for kind, shard_dir, overrides in DEMO_TRAINING:
+        result = train_demo_model(kind, os.path.join(args.output, shard_dir), os.path.join(args.output, f"train_{kind}"),
+                                  overrides)
+        print(f"{kind}: {result['steps']} steps in {result['seconds']:.0f} s, validation loss "
+              f"{result['val_loss_first']:.3f} -> {result['val_loss_last']:.3f}, {result['tokens_per_s']:,.0f} tokens/s "
+              f"({result['checkpoint']})")
     return 0
+
+
+#: the demo's training runs: (model, shard folder under the demo output, config overrides of `tiny`)
+DEMO_TRAINING = (
+    ("glm", "shards", {"steps": 60, "batch_size": 8, "warmup_steps": 10, "eval_every": 30, "eval_batches": 4}),
+    ("cogview", "cogview_shards", {"steps": 60, "batch_size": 4, "seq_len": 160, "warmup_steps": 10,
+                                   "eval_every": 30, "eval_batches": 2}),
+)
+
+
+def train_demo_model(kind: str, shards: str, out: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    import shutil
+
+    from train.loop import train
+
+    if os.path.isdir(out):
+        shutil.rmtree(out)  # the demo starts over; `wudao train --resume` is for real runs
+    params = dict(overrides)
+    steps = params.pop("steps")
+    return train(kind, shards, "tiny", steps=steps, out=out, log=lambda line: None, **params)
 
 
 def _cmd_dialogue(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -319,7 +346,17 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     result = train(args.model, args.shards, args.config, steps=args.steps, out=args.out, resume=args.resume,
                    device=args.device, seed=args.seed, tokenizer_dir=args.tokenizer)
-    print(json.dumps({k: v for k, v in result.items() if k not in ("losses", "config")}, indent=2))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        print(json.dumps({k: v for k, v in result.items() if k not in ("losses", "config")}, indent=2))
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from train.sample import sample_image
+
+    result = sample_image(args.checkpoint, args.tokenizer, args.vq, args.caption, args.output,
+                          temperature=args.temperature, top_k=args.top_k or None, seed=args.seed, device=args.device)
+    print(json.dumps({k: v for k, v in result.items() if k != "codes"}, ensure_ascii=False))
     return 0
 
 
@@ -450,6 +487,18 @@ def build_parser() -> argparse.ArgumentParser:
     trainp.add_argument("--seed", type=int, default=0)
     trainp.add_argument("--tokenizer", help="tokenizer folder, when the shard folder has no vocab.json")
     trainp.set_defaults(func=_cmd_train)
+
+    samplep = sub.add_parser("sample", help="generate an image for a caption with a trained CogView checkpoint")
+    samplep.add_argument("--checkpoint", required=True, help="ckpt.pt of a `wudao train --model cogview` run")
+    samplep.add_argument("--tokenizer", required=True, help="tokenizer folder (or the shard folder, which has a copy)")
+    samplep.add_argument("--vq", required=True, help="the vq.pt the CogView shards were encoded with")
+    samplep.add_argument("--caption", required=True)
+    samplep.add_argument("--output", required=True, help="PNG to write")
+    samplep.add_argument("--temperature", type=float, default=1.0)
+    samplep.add_argument("--top-k", type=int, default=100, help="0 = no top-k cut")
+    samplep.add_argument("--seed", type=int, default=0)
+    samplep.add_argument("--device", default="cpu")
+    samplep.set_defaults(func=_cmd_sample)
 
     quality = sub.add_parser("quality", help="fastText quality classifier")
     quality_sub = quality.add_subparsers(dest="quality_command", required=True)

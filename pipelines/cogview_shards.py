@@ -53,12 +53,9 @@ class CogViewTokenizer:
 
     def load(self):
         if self._text is None:
-            import torch
-
             from tokenizer.text import TextTokenizer
             from tokenizer.vq import VQVAE
 
-            torch.set_grad_enabled(False)
             self._text = TextTokenizer.load(self.tokenizer_dir)
             self._vq = VQVAE.load(self.vq_path).eval()
         return self._text, self._vq

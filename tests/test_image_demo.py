@@ -99,6 +99,9 @@ def test_vq_and_cogview_shards_from_the_kept_images(run, tmp_path):
     assert main(["shards", "--format", "cogview", "--corpus", tars, "--tokenizer", str(tok), "--vq",
                  str(vq / "vq.pt"), "--output", str(shards), "--val-fraction", "0"]) == 0
     assert main(["shards", "verify", str(shards)]) == 0
+    import torch
+
+    assert torch.is_grad_enabled()  # encoding images for shards must not switch autograd off for the process
     vocab = Vocab.load(str(tok))
     samples = 0
     for shard in sorted(shards.glob("*.tar")):
@@ -111,6 +114,19 @@ def test_vq_and_cogview_shards_from_the_kept_images(run, tmp_path):
                     assert 0 < len(text) <= 64
                     samples += 1
     assert samples == len(kept)
+    # a few CogView steps on those shards, then a caption -> codes -> PNG through the VQ decoder
+    config = tmp_path / "cogview.yaml"
+    config.write_text("base: tiny\nd_model: 32\nn_layers: 1\nn_heads: 2\nd_ff: 64\nseq_len: 96\n"
+                      "batch_size: 4\nwarmup_steps: 2\neval_every: 3\neval_batches: 1\n")
+    run_dir = tmp_path / "run"
+    assert main(["train", "--shards", str(shards), "--model", "cogview", "--config", str(config), "--steps", "3",
+                 "--out", str(run_dir)]) == 0
+    assert main(["sample", "--checkpoint", str(run_dir / "ckpt.pt"), "--tokenizer", str(shards), "--vq",
+                 str(vq / "vq.pt"), "--caption", "a red circle on a blue background", "--output",
+                 str(tmp_path / "s.png")]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "s.png").size == (32, 32)
     # encode-images / decode-images round trip through the commands
     codes = tmp_path / "codes.jsonl"
     assert main(["tokenizer", "encode-images", "--vq", str(vq / "vq.pt"), "--images", tars,

@@ -1,0 +1,105 @@
+"""CogView (Ding et al. 2021): a decoder-only transformer over `[ROI1] text [BASE] [BOI1] image codes [EOI1]`.
+
+Causal attention, learned positions, Sandwich-LN and PB-relax on by default (sec. 3.1), final LayerNorm, head tied
+to the token embedding. The loss is a weighted mean over next-token targets: image-code targets (ids in
+`[image_code_offset, vocab_size)`, `Vocab.is_image_code`) weigh `image_loss_weight`, all other targets
+`text_loss_weight`; `[PAD]` targets are ignored. The paper (sec. 2.3) finds text modeling is key: with text
+loss weight 0 the model fails to connect images to their captions, so keep the text weight above zero.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.layers import Block, PBRelaxLayerNorm, aux_total, block_mlp, init_weights
+
+
+class CogViewModel(nn.Module):
+    """``forward(ids [B, L], text_weight=None, image_weight=None)`` -> dict(logits, loss, text_loss, image_loss,
+    n_text, n_image, aux_loss, aux); weights default to the config's. text_loss / image_loss are plain means
+    over their targets (0.0 when there are none). ``loss`` excludes the MoE term (see GLMModel)."""
+
+    def __init__(self, cfg, mlp_factory=None):
+        super().__init__()
+        if cfg.vocab_size <= 0 or cfg.image_code_offset is None:
+            raise ValueError("config vocab_size / image_code_offset unset (fill them with configs.with_vocab)")
+        self.cfg = cfg
+        sandwich = True if cfg.sandwich_ln is None else bool(cfg.sandwich_ln)
+        relax = True if cfg.pb_relax is None else bool(cfg.pb_relax)
+        factory = mlp_factory or (lambda i: block_mlp(cfg, i))
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos = nn.Embedding(cfg.seq_len, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            Block(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, sandwich, relax, factory(i), cfg.pb_relax_alpha,
+                  cfg.ln_eps) for i in range(cfg.n_layers))
+        self.ln_f = PBRelaxLayerNorm(cfg.d_model, cfg.ln_eps, relax=relax)
+        init_weights(self, cfg.n_layers)
+
+    def logits(self, ids: torch.Tensor):
+        B, L = ids.shape
+        if L > self.cfg.seq_len:
+            raise ValueError(f"sequence of {L} tokens is longer than seq_len {self.cfg.seq_len}")
+        x = self.drop(self.tok(ids) + self.pos(torch.arange(L, device=ids.device)))
+        auxes = []
+        for block in self.blocks:
+            x, aux = block(x, causal=True)
+            auxes.append(aux)
+        return F.linear(self.ln_f(x), self.tok.weight), auxes
+
+    def forward(self, ids, text_weight: float | None = None, image_weight: float | None = None) -> dict:
+        cfg = self.cfg
+        tw = cfg.text_loss_weight if text_weight is None else float(text_weight)
+        iw = cfg.image_loss_weight if image_weight is None else float(image_weight)
+        logits, auxes = self.logits(ids)
+        targets = ids[:, 1:]
+        ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction="none")
+        is_image = (targets.flatten() >= cfg.image_code_offset) & (targets.flatten() < cfg.vocab_size)
+        valid = torch.ones_like(is_image) if cfg.pad_id is None else targets.flatten() != cfg.pad_id
+        is_text = valid & ~is_image
+        n_text, n_image = is_text.sum(), is_image.sum()
+        text_sum, image_sum = (ce * is_text).sum(), (ce * is_image).sum()
+        denom = tw * n_text + iw * n_image
+        loss = (tw * text_sum + iw * image_sum) / denom.clamp_min(1e-12)
+        return {"logits": logits, "loss": loss, "text_loss": text_sum / n_text.clamp_min(1),
+                "image_loss": image_sum / n_image.clamp_min(1), "n_text": int(n_text), "n_image": int(n_image),
+                "aux_loss": aux_total(auxes), "aux": auxes}
+
+
+@torch.no_grad()
+def generate_image_codes(model: CogViewModel, text_ids, vocab, grid: int = 32, temperature: float = 1.0,
+                         top_k: int | None = None, generator: torch.Generator | None = None,
+                         num_codes: int | None = None) -> torch.Tensor:
+    """Sample a grid x grid image after `[ROI1] text [BASE] [BOI1]`, row-major; returns raw codes
+    (0..vocab.image_codes-1, LongTensor [grid*grid]) for the VQ decoder. Only image-code ids are sampled, and
+    with `num_codes` only the first `num_codes` of them (the VQ's codebook size).
+    Recomputes the prefix each step (no KV cache): fine for the tiny configs, slow for 32x32 grids at scale."""
+    if grid < 1 or temperature <= 0:
+        raise ValueError("grid must be >= 1 and temperature > 0")
+    text = [int(t) for t in (text_ids.tolist() if hasattr(text_ids, "tolist") else text_ids)]
+    if not text or not all(vocab.is_text(t) for t in text):
+        raise ValueError("text_ids must be a non-empty list of text-piece ids")
+    prefix = [vocab.token_id("[ROI1]")] + text + [vocab.token_id("[BASE]"), vocab.token_id("[BOI1]")]
+    if len(prefix) + grid * grid - 1 > model.cfg.seq_len:
+        raise ValueError(f"prefix {len(prefix)} + {grid * grid} codes do not fit seq_len {model.cfg.seq_len}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ids = torch.tensor([prefix], dtype=torch.long, device=device)
+    lo, hi = vocab.image_code_offset, vocab.total_size
+    if num_codes is not None:  # the VQ in use may have fewer codes than the id space reserves
+        if not 1 <= num_codes <= vocab.image_codes:
+            raise ValueError(f"num_codes must be in 1..{vocab.image_codes}")
+        hi = lo + num_codes
+    codes = []
+    for _ in range(grid * grid):
+        logits = model.logits(ids)[0][0, -1, lo:hi].float() / temperature
+        if top_k is not None and top_k < logits.numel():
+            kth = torch.topk(logits, top_k).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        k = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator).item()
+        codes.append(k)
+        ids = torch.cat([ids, torch.tensor([[lo + k]], device=device)], dim=1)
+    model.train(was_training)
+    return torch.tensor(codes, dtype=torch.long)

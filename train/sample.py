@@ -1,0 +1,50 @@
+"""`wudao sample`: a caption -> image codes from a trained CogView checkpoint -> a PNG through the VQ decoder
+(CogView, Ding et al. 2021, sec. 2: text tokens, then image tokens sampled one by one, then the VQ decoder).
+Checkpoints and VQ weights load with `weights_only=True` only."""
+from __future__ import annotations
+
+import torch
+
+from train.configs import Config
+
+
+def load_checkpoint_model(path: str, device: str = "cpu"):
+    """(model, config) from a `ckpt.pt` written by the training loop."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ValueError(f"{path}: not a wudao training checkpoint (needs 'model' and 'config')")
+    data = dict(state["config"])
+    data["betas"] = tuple(data.get("betas", (0.9, 0.95)))
+    cfg = Config(**data)
+    kind = state.get("kind", "cogview")
+    from train.loop import build_model
+
+    model = build_model(kind, cfg).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg, kind
+
+
+def sample_image(checkpoint: str, tokenizer_dir: str, vq_path: str, caption: str, output: str, *,
+                 temperature: float = 1.0, top_k: int | None = 100, seed: int = 0, device: str = "cpu",
+                 max_text_tokens: int = 64) -> dict:
+    from PIL import Image
+
+    from tokenizer.text import TextTokenizer
+    from tokenizer.vq import VQVAE
+    from train.cogview_model import generate_image_codes
+
+    model, cfg, kind = load_checkpoint_model(checkpoint, device)
+    if kind != "cogview":
+        raise ValueError(f"{checkpoint} is a {kind} checkpoint; sampling images needs a cogview one")
+    tok = TextTokenizer.load(tokenizer_dir)
+    vq = VQVAE.load(vq_path, map_location=device).eval()
+    if vq.config.codebook_size > tok.vocab.image_codes:
+        raise ValueError("the VQ has more codes than the id space reserves")
+    text_ids = tok.encode(caption)[:max_text_tokens]
+    generator = torch.Generator().manual_seed(seed)
+    codes = generate_image_codes(model, text_ids, tok.vocab, grid=vq.config.grid, temperature=temperature,
+                                 top_k=top_k, generator=generator, num_codes=vq.config.codebook_size)
+    image = vq.decode(codes.reshape(1, vq.config.grid, vq.config.grid).to(device))[0]
+    pixels = ((image + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(pixels).save(output)
+    return {"output": output, "caption": caption, "text_tokens": len(text_ids), "codes": codes.tolist()}
