@@ -120,3 +120,13 @@ def test_data_parallel_with_torchrun(tmp_path):
     assert state["step"] == 6
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in lines if "loss" in e] == list(range(1, 7))   # rank 0 alone writes metrics
+
+
+def test_gradient_accumulation_and_bf16_autocast(tmp_path):
+    shards = _shards(tmp_path / "s", "cogview")
+    result = train("cogview", shards, "tiny", steps=3, out=str(tmp_path / "run"), log=lambda _: None,
+                   grad_accum=2, bf16=True, **{**TINY, "seq_len": 32})
+    state = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    assert state["step"] == 3 and state["batches"] == 6          # two micro-batches per optimizer step
+    assert all(np.isfinite(result["losses"]))
+    assert state["model"]["tok.weight"].dtype == torch.float32    # autocast computes in bf16, keeps fp32 weights
