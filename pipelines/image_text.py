@@ -33,11 +33,12 @@ from apache_beam.metrics import Metrics
 from cleaners.document import stable_hash
 from cleaners.image.record import DATA_TYPE, ImageText
 from pipelines.dedup.common import dropped_count, kept_count
+from pipelines.shards_job import tar_bytes
+from shards.writer import tar_member
 
 READ, CAPTION, DOWNLOAD, IMAGE, PHASH = "read", "caption", "download", "image", "phash_dedup"
 REJECTS, COUNTS = "rejects", "counts"
 IMAGES_DIR, SHARDS_INDEX = "images", "shards.json"
-_TAR_BLOCK = 512
 
 
 def load_image_text_recipe(path: str | None = None) -> dict[str, Any]:
@@ -169,17 +170,6 @@ def to_sample(record: dict[str, Any]) -> dict[str, Any]:
             "json": json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")}
 
 
-def tar_bytes(sample: dict[str, Any]) -> int:
-    """Exact bytes a sample takes in a ustar tar: a 512-byte header per member plus its data padded to 512."""
-    return sum(_TAR_BLOCK + -(-len(sample[ext]) // _TAR_BLOCK) * _TAR_BLOCK for ext in sample if ext != "__key__")
-
-
-def _member(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname = size, 0o644, 0, 0, 0, "", ""
-    return info
-
-
 def shard_file_name(index: int) -> str:
     return f"{index:06d}.tar"
 
@@ -202,7 +192,7 @@ class WriteImageShard(beam.DoFn):
                 for sample in ordered:
                     for ext in ("jpg", "txt", "json"):
                         data = sample[ext]
-                        tar.addfile(_member(f"{sample['__key__']}.{ext}", len(data)), io.BytesIO(data))
+                        tar.addfile(tar_member(f"{sample['__key__']}.{ext}", len(data)), io.BytesIO(data))
             size = writer.size
         if FileSystems.exists(final):
             FileSystems.delete([final])

@@ -96,7 +96,8 @@ class ShardInfo:
         return asdict(self)
 
 
-def _member(name: str, size: int) -> tarfile.TarInfo:
+def tar_member(name: str, size: int) -> tarfile.TarInfo:
+    """A regular-file header with fixed mode, owner and mtime, so the same bytes give the same tar."""
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = size, _MODE, _MTIME
     info.uid = info.gid = 0
@@ -126,7 +127,7 @@ def write_shard(samples: Iterable[dict[str, Any]], path: str) -> ShardInfo:
                 tokens += sample_tokens(sample)
                 for ext in sorted(k for k in sample if k != "__key__"):
                     data = sample[ext]
-                    tar.addfile(_member(f"{key}.{ext}", len(data)), io.BytesIO(data))
+                    tar.addfile(tar_member(f"{key}.{ext}", len(data)), io.BytesIO(data))
         fh.flush()
         os.fsync(fh.fileno())
     digest, size = file_sha256(tmp)
