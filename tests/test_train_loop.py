@@ -65,6 +65,10 @@ def test_cogview_and_moe_train(tmp_path):
     assert state["step"] == 60 and state["kind"] == "cogview"
     assert state["model"]["blocks.0.mlp.gate.weight"].shape[0] == 4            # a 4-expert router
     assert state["model"]["blocks.0.mlp.w1"].shape[0] == 4                     # stacked expert weights
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    loads = [e["expert_load"] for e in logged if "expert_load" in e]
+    assert loads and all(len(layers) == 2 and len(layers[0]) == 4 for layers in loads)   # 2 MoE layers x 4 experts
+    assert all(0 < sum(layer) <= 4 * 32 for layers in loads for layer in layers)           # at most B x L tokens
 
 
 def test_resume_gives_the_same_next_losses(tmp_path):
@@ -74,6 +78,15 @@ def test_resume_gives_the_same_next_losses(tmp_path):
     train("glm", shards, "tiny", steps=4, out=str(tmp_path / "part"), **quiet)
     resumed = train("glm", shards, "tiny", steps=8, out=str(tmp_path / "part"), resume=True, **quiet)
     assert resumed["losses"] == full["losses"][4:]
+
+
+def test_glm_objective_mix_comes_from_the_config(tmp_path):
+    from train.data import glm_masking
+
+    shards = _shards(tmp_path / "s", "glm")
+    masking = glm_masking(Vocab.load(shards), shards, None, (0.0, 0.0, 1.0))
+    assert masking.ratios == {"mask": 0.0, "sentence": 0.0, "gmask": 1.0}
+    assert load_config("tiny", glm_objectives=[0.2, 0.3, 0.5]).glm_objectives == (0.2, 0.3, 0.5)
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():

@@ -32,6 +32,9 @@ class Config:
     vocab_size: int = 0
     image_code_offset: int | None = None
     pad_id: int | None = None
+    # GLM objectives mixed per batch: [MASK] spans, [sMASK] sentences, [gMASK] document ends (THUDM GLM-Large
+    # multi-task: 0.5 / 0.3 / 0.2)
+    glm_objectives: tuple[float, float, float] = (0.5, 0.3, 0.2)
     # CogView loss weights per target token kind
     text_loss_weight: float = 1.0
     image_loss_weight: float = 1.0
@@ -108,8 +111,9 @@ def load_config(name_or_path: str, **overrides) -> Config:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown config fields {unknown}")
-    if isinstance(data.get("betas"), list):
-        data["betas"] = tuple(data["betas"])
+    for name in ("betas", "glm_objectives"):
+        if isinstance(data.get(name), list):
+            data[name] = tuple(data[name])
     return replace(cfg, **data)
 
 

@@ -29,18 +29,21 @@ def load_vocab(shards: str, tokenizer_dir: str | None = None) -> Vocab:
     raise FileNotFoundError(f"no vocab.json in {tokenizer_dir or shards}: pass --tokenizer DIR")
 
 
-def glm_masking(vocab: Vocab, shards: str, tokenizer_dir: str | None = None):
-    """GLMMasking with sentence ends from the tokenizer model when one is at hand; without one the sentence
-    objective is switched off (its share goes to the token-level objective)."""
+def glm_masking(vocab: Vocab, shards: str, tokenizer_dir: str | None = None,
+                objectives: tuple[float, float, float] = (0.5, 0.3, 0.2)):
+    """GLMMasking mixing the [MASK] / [sMASK] / [gMASK] objectives by `objectives`, with sentence ends from the
+    tokenizer model when one is at hand; without one the sentence share goes to the token-level objective."""
     from tokenizer.glm import GLMMasking, sentence_end_ids
 
+    mask, sentence, gmask = objectives
     folder = tokenizer_dir or (shards if os.path.isdir(shards) else os.path.dirname(shards))
     if os.path.isfile(os.path.join(folder, "tokenizer.model")):
         from tokenizer.text import TextTokenizer
 
         ends = sentence_end_ids(TextTokenizer.load(folder)) | {vocab.token_id("<|endoftext|>")}
-        return GLMMasking(vocab, sentence_end_ids=frozenset(ends))
-    return GLMMasking(vocab, ratios={"mask": 0.8, "sentence": 0.0, "gmask": 0.2})
+        return GLMMasking(vocab, sentence_end_ids=frozenset(ends),
+                          ratios={"mask": mask, "sentence": sentence, "gmask": gmask})
+    return GLMMasking(vocab, ratios={"mask": mask + sentence, "sentence": 0.0, "gmask": gmask})
 
 
 def make_reader(kind: str, shards: str, vocab: Vocab, seq_len: int, *, split: str = "train", seed: int = 0,

@@ -55,8 +55,10 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
 
 
-def forward_loss(kind: str, model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: Config):
-    """(total loss to backpropagate, language-model loss, tokens in the batch)."""
+def forward_loss(kind: str, model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: Config,
+                 moe_stats: dict[str, Any] | None = None):
+    """(total loss to backpropagate, language-model loss, tokens in the batch); with `moe_stats`, the MoE
+    layers' per-expert loads (tokens processed, per layer) and dropped fractions are put there for logging."""
     if kind == "glm":
         out = model(batch["input_ids"], batch["position_ids"], batch["sep"], targets=batch["targets"],
                     loss_mask=batch["loss_mask"])
@@ -64,6 +66,10 @@ def forward_loss(kind: str, model: torch.nn.Module, batch: dict[str, torch.Tenso
     else:
         out = model(batch["ids"])
         tokens = int(out.get("n_text", 0)) + int(out.get("n_image", 0))
+    if moe_stats is not None:
+        layers = [a for a in out.get("aux", []) if "expert_load" in a]
+        moe_stats["expert_load"] = [[int(round(float(n))) for n in a["expert_load"]] for a in layers]
+        moe_stats["dropped_fraction"] = [round(float(a["dropped_fraction"]), 4) for a in layers]
     loss = out["loss"]
     aux = out.get("aux_loss", 0.0)
     total = loss + cfg.moe_balance_weight * aux if torch.is_tensor(aux) else loss
@@ -133,7 +139,7 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
     torch.manual_seed(seed)
     model = build_model(kind, cfg).to(device)
     optimizer = make_optimizer(model, cfg)
-    masking = data.glm_masking(vocab, shards, tokenizer_dir) if kind == "glm" else None
+    masking = data.glm_masking(vocab, shards, tokenizer_dir, cfg.glm_objectives) if kind == "glm" else None
     reader = data.make_reader(kind, shards, vocab, cfg.seq_len, seed=seed, rank=rank, world_size=world)
     os.makedirs(out, exist_ok=True)
     step, first_batch = 0, 0
@@ -178,13 +184,13 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg, total)
         optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
+        step_loss, moe_stats = 0.0, {}
         for micro in range(cfg.grad_accum):
             batch = data.to_device(next(stream), device)
             batches_used += 1
             sync = nullcontext() if world == 1 or micro == cfg.grad_accum - 1 else net.no_sync()
             with sync, _autocast(cfg, device):
-                loss_total, loss, tokens = forward_loss(kind, net, batch, cfg)
+                loss_total, loss, tokens = forward_loss(kind, net, batch, cfg, moe_stats)
                 (loss_total / cfg.grad_accum).backward()
             step_loss += float(loss.detach()) / cfg.grad_accum
             tokens_seen += tokens
@@ -193,6 +199,8 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
         optimizer.step()
         step += 1
         entry: dict[str, Any] = {"step": step, "loss": round(step_loss, 6), "lr": optimizer.param_groups[0]["lr"]}
+        if moe_stats.get("expert_load") and (step % log_every == 0 or step == total):
+            entry.update(moe_stats)   # per MoE layer: tokens each expert processed, share of tokens dropped
         if step % cfg.eval_every == 0 or step == total:
             val = validate(kind, model, shards, vocab, masking, cfg, device, seed)
             if val is not None:
