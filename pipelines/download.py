@@ -15,6 +15,8 @@ Proxies from the environment are not used.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import http.client
 import re
 import socket
@@ -295,8 +297,7 @@ class DownloadImages(beam.DoFn):
         for item, result in self._downloader.fetch_many(batch):
             if isinstance(result, bytes):
                 Metrics.counter("download", "ok").inc()
-                item.image = result
-                yield item
+                yield dataclasses.replace(item, image=result)   # never mutate an input element (Beam's rule)
             else:
                 Metrics.counter("download", result).inc()
                 yield Skip(item.key, item.source, f"download:{result}", item.url)

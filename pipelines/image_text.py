@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import io
 import json
@@ -119,9 +120,9 @@ class CheckCaptions(beam.DoFn):
         if isinstance(outcome, str):
             yield from _drop(item, CAPTION, outcome)
             return
-        item.caption, item.lang = outcome
+        caption, lang = outcome
         yield pvalue.TaggedOutput(COUNTS, kept_count(CAPTION))
-        yield item
+        yield dataclasses.replace(item, caption=caption, lang=lang)   # never mutate an input element
 
 
 def count_download(item: Any):
