@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from importlib import resources
 from typing import Any, Iterable
 
@@ -87,7 +88,7 @@ class CleanSessions(beam.DoFn):
 
     def process(self, session: Session):
         if not session.lang:
-            session.lang = guess_zh_or_en("".join(session.turns))
+            session = dataclasses.replace(session, lang=guess_zh_or_en("".join(session.turns)))  # input stays as is
         outcome = self.cleaner.process(session)
         yield pvalue.TaggedOutput(COUNTS, outcome.counts)
         for row in outcome.rejects:
