@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cleaners.document import Document, RawPage, reject_row, stable_hash, to_wudao_record
+from cleaners.histogram import chars_bucket, hist_key
 from cleaners.recipe import build_steps
 
 READ_STAGE = "read"
@@ -27,7 +28,8 @@ class Outcome:
 
 
 def ledger_key(stage: str, what: str) -> str:
-    """Ledger counter names: `<stage>|in`, `<stage>|out`, `<stage>|drop|<reason>`, `<stage>|count|<name>`."""
+    """Ledger counter names: `<stage>|in`, `<stage>|out`, `<stage>|drop|<reason>`, `<stage>|count|<name>`
+    (`<stage>|hist|<name>|<bucket>` from `cleaners.histogram.hist_key`)."""
     return f"{stage}|{what}"
 
 
@@ -82,6 +84,7 @@ class RecipeRunner:
             return out
         c[ledger_key(EXTRACT_STAGE, "out")] += 1
         doc: Document = result
+        c[hist_key(EXTRACT_STAGE, "chars", chars_bucket(len(doc.text)))] += 1  # length "before" the steps
         for stage, step in zip(self.stage_names, self.steps):
             if not step.applies_to(doc):
                 continue

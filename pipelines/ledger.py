@@ -1,9 +1,11 @@
 """The run's ledger: per-stage counts of records in, out and dropped by reason, and `stats.json`.
 
 Counts travel as plain dicts `{"<stage>|in": n, "<stage>|out": n, "<stage>|drop|<reason>": n,
-"<stage>|created": n, "<stage>|count|<name>": n}` (see `cleaners.runner.ledger_key`), summed with a CombineFn,
-so the stats are exact on any runner and need no runner metrics API. `created` is for stages that make more
-records than they take (a dialogue session split into fragments): for every stage in + created = out + dropped.
+"<stage>|created": n, "<stage>|count|<name>": n, "<stage>|hist|<name>|<bucket>": n}` (see
+`cleaners.runner.ledger_key`), summed with a CombineFn, so the stats are exact on any runner and need no runner
+metrics API. `created` is for stages that make more records than they take (a dialogue session split into
+fragments): for every stage in + created = out + dropped. `hist` counts (fixed buckets from `cleaners.histogram`:
+document lengths, languages, scores) stand apart from that balance and go to a top-level `histograms`.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from collections import Counter
 from typing import Any, Iterable
 
 import apache_beam as beam
+
+from cleaners.histogram import ordered as ordered_buckets
 
 
 class SumCounts(beam.CombineFn):
@@ -38,10 +42,17 @@ def build_stats(counts: dict[str, int], stage_order: list[str], extra: dict[str,
     """Turn flat counts into stats.json: one entry per stage in pipeline order, then totals.
 
     Raises if any stage breaks in = out + dropped: a broken ledger means records were lost or invented.
+    `histograms` is `{stage: {name: {bucket: n}}}`, stages in pipeline order, buckets in `histogram.ordered` order.
     """
     stages: dict[str, dict[str, Any]] = {}
+    hists: dict[str, dict[str, dict[str, int]]] = {}
     for key, n in counts.items():
         stage, kind, *rest = key.split("|", 2)
+        if kind == "hist":
+            name, _, bucket = rest[0].partition("|")
+            buckets = hists.setdefault(stage, {}).setdefault(name, {})
+            buckets[bucket] = buckets.get(bucket, 0) + n
+            continue
         entry = stages.setdefault(stage, {"in": 0, "out": 0, "dropped": 0, "dropped_by_reason": {}, "counts": {}})
         if kind == "created":
             entry["created"] = entry.get("created", 0) + n
@@ -71,7 +82,9 @@ def build_stats(counts: dict[str, int], stage_order: list[str], extra: dict[str,
         totals["created"] = created
     if records_in + created != kept + dropped:
         raise AssertionError(f"ledger broken overall: {totals}")
-    stats = {"totals": totals, "stages": stage_list}
+    hist_order = [s for s in stage_order if s in hists] + sorted(s for s in hists if s not in stage_order)
+    histograms = {s: {name: ordered_buckets(hists[s][name]) for name in sorted(hists[s])} for s in hist_order}
+    stats = {"totals": totals, "stages": stage_list, "histograms": histograms}
     if extra:
         stats.update(extra)
     return stats

@@ -43,3 +43,22 @@ def test_created_records_balance_a_stage_that_splits():
     assert stats["totals"] == {"records_in": 2, "kept": 3, "dropped": 1, "created": 2}
     with pytest.raises(AssertionError, match="stage split"):
         build_stats({**counts, "split|created": 1}, ["read", "split", "write"])
+
+
+def test_histograms_stand_apart_from_the_balance_in_stable_order():
+    counts = {"read|in": 3, "read|out": 3, "extract|in": 3, "extract|out": 3, "write|in": 3, "write|out": 3,
+              "extract|hist|chars|1000-1999": 1, "extract|hist|chars|500-999": 2,
+              "write|hist|lang|en": 1, "write|hist|lang|zh": 2, "write|hist|score:lang|0.9-1.0": 2,
+              "write|hist|score:lang|0.0-0.1": 1, "later|hist|chars|50-99": 1}
+    stats = build_stats(counts, ["read", "extract", "write"])
+    assert [s["stage"] for s in stats["stages"]] == ["read", "extract", "write"]  # no stage made for `later`
+    assert stats["stages"][1] == {"stage": "extract", "in": 3, "out": 3, "dropped": 0, "dropped_by_reason": {}}
+    assert stats["histograms"] == {
+        "extract": {"chars": {"500-999": 2, "1000-1999": 1}},
+        "write": {"lang": {"zh": 2, "en": 1}, "score:lang": {"0.0-0.1": 1, "0.9-1.0": 2}},
+        "later": {"chars": {"50-99": 1}},
+    }
+    assert list(stats["histograms"]) == ["extract", "write", "later"]
+    assert list(stats["histograms"]["write"]["lang"]) == ["zh", "en"]  # categories: most first
+    assert list(stats["histograms"]["extract"]["chars"]) == ["500-999", "1000-1999"]  # by their edges, not names
+    assert build_stats({}, ["read", "write"])["histograms"] == {}
