@@ -24,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from cleaners.dialogue.records import Post, Session, to_dialogue_record
 from cleaners.language import guess_zh_or_en
+from pipelines import progress
 from pipelines.dedup.common import dropped_count, kept_count, reject_row
 
 READ_STAGE, RULES_STAGE = "read", "dialogue_rules"
@@ -51,11 +52,12 @@ class ReadDialogues(beam.DoFn):
         try:
             stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
         except Exception as exc:
+            progress.count(files_read=1, bytes_read=metadata.size_in_bytes, records_read=1)
             yield from _read_drop({"key": f"{path}#open", "source": path}, f"unreadable-file:{type(exc).__name__}")
             return
         with stream:
             try:
-                for item in iter_dialogue_file(stream, path):
+                for item in progress.track_file(iter_dialogue_file(stream, path), stream, metadata.size_in_bytes):
                     if isinstance(item, Session):
                         yield pvalue.TaggedOutput(COUNTS, kept_count(READ_STAGE))
                         yield item
@@ -65,10 +67,15 @@ class ReadDialogues(beam.DoFn):
                     else:
                         yield from _read_drop({"key": item.key, "source": item.source}, item.reason)
             except Exception as exc:  # a reader bug costs one file, not the run
+                progress.count(records_read=1)
                 yield from _read_drop({"key": f"{path}#error", "source": path}, f"damaged:reader-error:{type(exc).__name__}")
+
+    def finish_bundle(self) -> None:
+        progress.flush()
 
 
 def _read_drop(row: dict[str, Any], reason: str):
+    progress.count(dropped=1)
     yield pvalue.TaggedOutput(COUNTS, dropped_count(READ_STAGE, reason))
     yield pvalue.TaggedOutput(REJECTS, reject_row(row, READ_STAGE, reason))
 
@@ -90,10 +97,14 @@ class CleanSessions(beam.DoFn):
         if not session.lang:
             session = dataclasses.replace(session, lang=guess_zh_or_en("".join(session.turns)))  # input stays as is
         outcome = self.cleaner.process(session)
+        progress.count(kept=len(outcome.fragments), dropped=len(outcome.rejects))
         yield pvalue.TaggedOutput(COUNTS, outcome.counts)
         for row in outcome.rejects:
             yield pvalue.TaggedOutput(REJECTS, row)
         yield from outcome.fragments
+
+    def finish_bundle(self) -> None:
+        progress.flush()
 
 
 def session_to_record(session: Session) -> dict[str, Any]:
