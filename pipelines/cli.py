@@ -6,6 +6,7 @@
     wudao dialogue --input GLOB --output DIR [--config dialogue_recipe.yaml] [Beam options]
     wudao image-text --input GLOB --output DIR [--config image_text_recipe.yaml] [Beam options]
     wudao demo [--output DIR] [Beam options]
+    wudao report RUN_DIR [--shards DIR]
     wudao quality train --positive GLOB --negative GLOB --output FILE
 
 Any argument the command does not know is handed to Beam's PipelineOptions, so every runner flag works
@@ -18,6 +19,7 @@ import glob
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from importlib import resources
@@ -45,9 +47,15 @@ def _run(build, inputs: list[str], output: str, config: dict[str, Any], beam_arg
     import apache_beam as beam
     from apache_beam.io.filesystems import FileSystems
 
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from pipelines import progress
+
     _clear_previous_outputs(output)
     started = time.time()
-    with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
+    options = pipeline_options(beam_args)
+    local = options.view_as(StandardOptions).runner == LOCAL_RUNNER  # remote runners show the Beam counters
+    with progress.live(inputs, show=local), beam.Pipeline(options=options) as pipeline:
         build(pipeline, inputs, output, config)
     with FileSystems.open(FileSystems.join(output, "stats.json")) as fh:
         stats = json.loads(fh.read().decode("utf-8"))
@@ -90,16 +98,32 @@ def run_image_text(inputs: list[str], output: str, config_path: str | None, beam
 
 
 def _clear_previous_outputs(output: str) -> None:
-    """Remove part files of an earlier run in the same output folder, so stale shards never mix in."""
+    """Remove what an earlier run left in the same output folder, so stale or partial files never mix in.
+
+    stats.json (the completion marker, written last) goes first, then the part files, the image shards and their
+    index, Beam's `beam-temp-*` folders and any `*.tmp` of a run that was killed while writing."""
     from apache_beam.io.filesystems import FileSystems
 
-    patterns = [FileSystems.join(output, sub, "part-*") for sub in ("corpus", "rejects")]
+    def matches(patterns: list[str]) -> list[str]:
+        return [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+
+    marker = FileSystems.join(output, "stats.json")
+    if FileSystems.exists(marker):
+        FileSystems.delete([marker])
+    folders = [FileSystems.join(output, sub) for sub in ("corpus", "rejects", "images")]
+    patterns = [FileSystems.join(folder, name) for folder in folders for name in ("part-*", "*.tmp")]
     patterns += [FileSystems.join(output, "images", "*.tar"), FileSystems.join(output, "images", "shards.json"),
-                 FileSystems.join(output, "stats.json")]
-    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+                 FileSystems.join(output, "*.tmp"), FileSystems.join(output, "report.html")]
+    stale = matches(patterns)
+    # a killed run's Beam temp folders (`beam-temp-part-<uuid>/`): their files, then (local disks) the folders
+    temp_roots = [FileSystems.join(folder, "beam-temp-*") for folder in [output, *folders]]
+    stale += matches([FileSystems.join(root, "*") for root in temp_roots])
     if stale:
         LOG.info("removing %d files of a previous run in %s", len(stale), output)
         FileSystems.delete(stale)
+    if "://" not in output:
+        for folder in sorted(path for root in temp_roots for path in glob.glob(root) if os.path.isdir(path)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def format_summary(stats: dict[str, Any], output: str) -> str:
@@ -198,6 +222,9 @@ def _cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"{kind}: {result['steps']} steps in {result['seconds']:.0f} s, validation loss "
               f"{result['val_loss_first']:.3f} -> {result['val_loss_last']:.3f}, {result['tokens_per_s']:,.0f} tokens/s "
               f"({result['checkpoint']})")
+    from pipelines.report import write_report
+
+    print(f"\nreport:  {write_report(text_out, shards_out)}")
     return 0
 
 
@@ -224,6 +251,20 @@ def train_demo_model(kind: str, shards: str, out: str, overrides: dict[str, Any]
 def _cmd_dialogue(args: argparse.Namespace, beam_args: list[str]) -> int:
     stats = run_dialogue(args.input, args.output, args.config, beam_args)
     print(format_summary(stats, args.output))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.report import ReportError, write_report
+
+    if beam_args:
+        print(f"wudao report: unknown arguments {beam_args}", file=sys.stderr)
+        return 2
+    try:
+        print(write_report(args.run_dir, args.shards))
+    except ReportError as exc:
+        print(f"wudao report: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -420,6 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", help="web-text recipe YAML merged over the default recipe")
     demo.set_defaults(func=_cmd_demo)
 
+    report = sub.add_parser("report", help="RUN_DIR/report.html: plots and numbers of a run (self-contained)")
+    report.add_argument("run_dir", help="output folder of `wudao text`, `dedup`, `dialogue` or `image-text`")
+    report.add_argument("--shards", help="shard folder for tokens per split (default RUN_DIR/shards if present)")
+    report.set_defaults(func=_cmd_report)
+
     extract = sub.add_parser("extract", help="print {file, title, text} JSON lines for .html / .html.gz files")
     extract.add_argument("files", nargs="+")
     extract.set_defaults(func=_cmd_extract)
@@ -507,14 +553,24 @@ def build_parser() -> argparse.ArgumentParser:
     qtrain.add_argument("--negative", action="append", required=True, help="JSONL(.gz) glob of bad text")
     qtrain.add_argument("--output", required=True, help="model file to write (.bin)")
     qtrain.set_defaults(func=_cmd_quality_train)
+    for pipeline_parser in (text, dedup, dialogue, image_text, demo):
+        pipeline_parser.add_argument("--no-progress", action="store_true",
+                                     help="no live progress line on the terminal (local runs)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipelines.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before Beam starts threads or worker processes
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if hasattr(args, "no_progress"):
+        from pipelines import progress
+
+        progress.enabled = not args.no_progress
     return args.func(args, beam_args)
 
 

@@ -33,6 +33,7 @@ from apache_beam.metrics import Metrics
 
 from cleaners.document import stable_hash
 from cleaners.image.record import DATA_TYPE, ImageText
+from pipelines import progress
 from pipelines.dedup.common import dropped_count, kept_count
 from pipelines.shards_job import tar_bytes
 from shards.writer import tar_member
@@ -65,6 +66,7 @@ def _item_reject(item: Any, stage: str, reason: str) -> dict[str, Any]:
 
 
 def _drop(item: Any, stage: str, reason: str):
+    progress.count(dropped=1)
     yield pvalue.TaggedOutput(COUNTS, dropped_count(stage, reason))
     yield pvalue.TaggedOutput(REJECTS, _item_reject(item, stage, reason))
 
@@ -85,18 +87,24 @@ class ReadPairs(beam.DoFn):
         try:
             stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
         except Exception as exc:
+            progress.count(files_read=1, bytes_read=metadata.size_in_bytes, records_read=1)
             yield from _drop(Skip(f"{path}#open", path, ""), READ, f"unreadable-file:{type(exc).__name__}")
             return
         with stream:
             try:
-                for item in iter_image_text_file(stream, path, self.columns, opener=_open_any):
+                items = iter_image_text_file(stream, path, self.columns, opener=_open_any)
+                for item in progress.track_file(items, stream, metadata.size_in_bytes):
                     if isinstance(item, ImageText):
                         yield pvalue.TaggedOutput(COUNTS, kept_count(READ))
                         yield item
                     else:
                         yield from _drop(item, READ, item.reason)
             except Exception as exc:  # a reader bug costs one file, not the run
+                progress.count(records_read=1)
                 yield from _drop(Skip(f"{path}#error", path, ""), READ, f"damaged:reader-error:{type(exc).__name__}")
+
+    def finish_bundle(self) -> None:
+        progress.flush()
 
 
 def _open_any(path: str):
@@ -123,6 +131,9 @@ class CheckCaptions(beam.DoFn):
         caption, lang = outcome
         yield pvalue.TaggedOutput(COUNTS, kept_count(CAPTION))
         yield dataclasses.replace(item, caption=caption, lang=lang)   # never mutate an input element
+
+    def finish_bundle(self) -> None:
+        progress.flush()
 
 
 def count_download(item: Any):
@@ -158,10 +169,14 @@ class CheckImages(beam.DoFn):
             yield from _drop(item, IMAGE, outcome)
             return
         facts = {**item.facts, **outcome.facts(), "original_bytes": len(item.image or b"")}
+        progress.count(kept=1)
         yield pvalue.TaggedOutput(COUNTS, kept_count(IMAGE))
         yield {"id": pair_id(item.image or b"", item.caption), "key": item.key, "source": item.source,
                "url": item.url, "caption": item.caption, "lang": item.lang, "dataType": DATA_TYPE,
                "facts": facts, "meta": item.meta, "jpg": outcome.jpeg}
+
+    def finish_bundle(self) -> None:
+        progress.flush()  # also the download drops counted in this fused stage
 
 
 def to_sample(record: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +214,11 @@ class WriteImageShard(beam.DoFn):
             FileSystems.delete([final])
         FileSystems.rename([tmp], [final])
         Metrics.counter("image_text", "shards-written").inc()
+        progress.count(written=len(ordered))
         yield {"name": shard_file_name(index), "samples": len(ordered), "bytes": size, "sha256": digest.hexdigest()}
+
+    def finish_bundle(self) -> None:
+        progress.flush()
 
 
 class _HashingWriter(io.RawIOBase):
@@ -290,6 +309,7 @@ def build_image_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output
         kept = out.kept
         rejects.append(out.rejects)
         counts.append(out.counts)
-    write_image_shards(kept, output, shard_size)
+    index = write_image_shards(kept, output, shard_size)
     write_rejects_and_stats(kept, rejects, counts, output, stage_order(config),
-                            {"inputs": inputs, "output": output, "dataType": DATA_TYPE, "format": "webdataset"})
+                            {"inputs": inputs, "output": output, "dataType": DATA_TYPE, "format": "webdataset"},
+                            finished=[index])

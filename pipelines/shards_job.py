@@ -205,6 +205,7 @@ def write_shards(corpus_globs: Sequence[str], tokenizer_dir: str, output: str, s
         tokenize = Tokenize(loader, tokenizer_dir, dtype, val_fraction)
     os.makedirs(output, exist_ok=True)
     output = os.path.abspath(output)
+    _remove_leftover_temps(output)
     previous = read_manifest(output) or {}
     same_tokens = previous.get("tokenizer_hash") == tokenizer_hash and previous.get("dtype") == dtype
     reusable = {e["name"]: e for e in previous.get("shards", []) if isinstance(e, dict)} if same_tokens else {}
@@ -232,6 +233,13 @@ def write_shards(corpus_globs: Sequence[str], tokenizer_dir: str, output: str, s
              | "Manifest" >> beam.Map(_finish, output, tokenizer_hash, dtype, seq_len, command))
     _copy_vocab(tokenizer_dir, output)
     return read_manifest(output) or {}
+
+
+def _remove_leftover_temps(output: str) -> None:
+    """`*.tmp` files a killed run left (a shard or the manifest half written under its temporary name)."""
+    for name in os.listdir(output):
+        if name.endswith(".tmp") and os.path.isfile(os.path.join(output, name)):
+            os.remove(os.path.join(output, name))
 
 
 def _copy_vocab(tokenizer_dir: str, output: str) -> None:

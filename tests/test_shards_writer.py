@@ -330,3 +330,14 @@ def _register_by_value():
 
 
 _register_by_value()
+
+
+def test_job_rerun_removes_a_killed_runs_temporaries(first_run, corpus):
+    out, manifest = first_run
+    before = _tars(out)
+    name = manifest["shards"][0]["name"]
+    (out / (name + ".tmp")).write_bytes(before[name][:1000])  # a shard cut off under its temporary name
+    (out / "manifest.json.tmp").write_text('{"shards": [', "utf-8")
+    again = _job(str(corpus / "part-*.jsonl.gz"), out)
+    assert again == manifest and _tars(out) == before and verify(str(out)) == []
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
