@@ -46,12 +46,13 @@ def crawl_for(size_text: str, seed: int) -> tuple[Path, dict]:
     return folder, make_crawl.build_crawl(folder, size, seed)
 
 
-def run_size(size_text: str, seed: int, python: str) -> dict:
+def run_size(size_text: str, seed: int, python: str, config: str | None = None) -> dict:
     """Generate (or reuse) the crawl, run `wudao text` on it, return one row of figures."""
     folder, manifest = crawl_for(size_text, seed)
     out = WORK / f"out-{size_text}"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [python, "-m", "pipelines.cli", "text", "--input", str(folder / "*.warc.gz"), "--output", str(out), *MODE]
+    cmd = [python, "-m", "pipelines.cli", "text", "--input", str(folder / "*.warc.gz"), "--output", str(out), *MODE,
+           "--no-progress", *(["--config", config] if config else [])]
     m = dedup_scaling.measure(cmd, size_text, manifest["responses"], WORK / f"run-{size_text}.log", timeout_s=7200)
     if m.returncode != 0:
         raise SystemExit(f"wudao text failed on {size_text} (exit {m.returncode}); log: {WORK / f'run-{size_text}.log'}")
@@ -99,11 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--config", help="recipe YAML merged over the default (e.g. read: {split_bytes: 0})")
     args = parser.parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
     rows = []
     for size in args.sizes.split(","):
-        rows.append(run_size(size.strip(), args.seed, args.python))
+        rows.append(run_size(size.strip(), args.seed, args.python, args.config))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     command = shlex.join(["python", "bench/scale.py", *(argv if argv is not None else sys.argv[1:])])
     report = render(rows, command)

@@ -23,6 +23,7 @@ import numpy as np
 from apache_beam import pvalue
 
 from pipelines.dedup.common import StageOutput, dropped_count, kept_count, quality_rank, reject_row
+from pipelines.dedup.packed import pack, unpack
 
 REJECTS, COUNTS = "rejects", "counts"
 
@@ -85,13 +86,13 @@ def _verified_edges(element, threshold: float, method: str, ngram_zh: int, ngram
     mine = _first(grouped["sig"])
     if mine is None:
         return
-    if method == "exact":
-        mine = set(shingles(mine[0], mine[1], ngram_zh=ngram_zh, ngram_en=ngram_en))
+    if method == "exact":  # packed (text, lang) pairs
+        mine = set(shingles(*unpack(mine), ngram_zh=ngram_zh, ngram_en=ngram_en))
     else:
         mine = np.frombuffer(mine, dtype=np.uint32)
     for other, theirs in grouped["candidate"]:
         if method == "exact":
-            similarity = exact_jaccard(mine, set(shingles(theirs[0], theirs[1], ngram_zh=ngram_zh, ngram_en=ngram_en)))
+            similarity = exact_jaccard(mine, set(shingles(*unpack(theirs), ngram_zh=ngram_zh, ngram_en=ngram_en)))
         else:
             similarity = estimate_jaccard(mine, np.frombuffer(theirs, dtype=np.uint32))
         if similarity >= threshold:
@@ -123,7 +124,7 @@ class _ApplyDrops(beam.DoFn):
     def process(self, element):
         _, grouped = element
         keepers = list(grouped["keeper"])
-        for record in grouped["record"]:
+        for record in map(unpack, grouped["record"]):
             if keepers:
                 reason = f"minhash-duplicate-of:{keepers[0]}"
                 yield pvalue.TaggedOutput(COUNTS, dropped_count(self.stage, reason))
@@ -187,7 +188,7 @@ class MinHashDedup(beam.PTransform):
                       | "DistinctCandidates" >> beam.Distinct())
         if self.verify != "none":
             evidence = signatures if self.verify == "estimate" else (
-                records | "Texts" >> beam.Map(lambda r: (r["id"], (r.get("content") or "", r.get("lang") or ""))))
+                records | "Texts" >> beam.Map(lambda r: (r["id"], pack((r.get("content") or "", r.get("lang") or "")))))
             with_other = ({"sig": evidence, "anchor": candidates} | "JoinOther" >> beam.CoGroupByKey()
                           | "OtherEvidence" >> beam.FlatMap(_attach_other_signature))
             edges = ({"sig": evidence, "candidate": with_other} | "JoinAnchor" >> beam.CoGroupByKey()
@@ -200,7 +201,7 @@ class MinHashDedup(beam.PTransform):
                  | "ByComponent" >> beam.FlatMap(_by_component)
                  | "GroupComponents" >> beam.GroupByKey()
                  | "Representative" >> beam.FlatMap(_choose_representative))
-        keyed = records | "KeyById" >> beam.Map(lambda r: (r["id"], r))
+        keyed = records | "KeyById" >> beam.Map(lambda r: (r["id"], pack(r)))
         applied = (({"record": keyed, "keeper": drops} | "JoinDrops" >> beam.CoGroupByKey())
                    | "Apply" >> beam.ParDo(_ApplyDrops(self.stage)).with_outputs(REJECTS, COUNTS, main="kept"))
         return StageOutput(applied.kept, applied[REJECTS], applied[COUNTS])

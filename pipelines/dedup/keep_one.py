@@ -15,6 +15,7 @@ from apache_beam import pvalue
 from cleaners.document import stable_hash
 from cleaners.urlnorm import normalize_url
 from pipelines.dedup.common import StageOutput, dropped_count, kept_count, quality_rank, reject_row
+from pipelines.dedup.packed import pack, unpack
 
 REJECTS, COUNTS = "rejects", "counts"
 
@@ -39,13 +40,14 @@ class _KeepBest(beam.DoFn):
     def __init__(self, stage: str, rank: Callable[[dict], Any], reason: str):
         self.stage, self.rank, self.reason = stage, rank, reason
 
-    def process(self, element: tuple[str, Iterable[dict[str, Any]]]):
-        _, group = element
-        best = min(group, key=self.rank)
-        keeper = best["id"]
+    def process(self, element: tuple[str, Iterable[bytes]]):
+        _, group = element  # packed records (pipelines/dedup/packed.py)
+        best = min(group, key=lambda packed: self.rank(unpack(packed)))
+        keeper = unpack(best)["id"]
         kept_one = False
-        for record in group:
-            if not kept_one and record == best:
+        for packed in group:
+            record = unpack(packed)
+            if not kept_one and packed == best:
                 kept_one = True
                 yield pvalue.TaggedOutput(COUNTS, kept_count(self.stage))
                 yield record
@@ -78,7 +80,9 @@ class KeepOnePerKey(beam.PTransform):
         key = self.key
         keyed = records | "Key" >> beam.Map(lambda r: (key(r), r))
         with_key, without_key = keyed | "SplitKeyless" >> beam.Partition(lambda kv, _: 0 if kv[0] else 1, 2)
-        grouped = (with_key | "Group" >> beam.GroupByKey()
+        grouped = (with_key
+                   | "Pack" >> beam.Map(lambda kv: (kv[0], pack(kv[1])))
+                   | "Group" >> beam.GroupByKey()
                    | "KeepBest" >> beam.ParDo(_KeepBest(self.stage, self.rank, self.reason))
                    .with_outputs(REJECTS, COUNTS, main="kept"))
         passed = (without_key | "Unkey" >> beam.Values()

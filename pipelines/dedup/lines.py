@@ -31,6 +31,7 @@ import apache_beam as beam
 from cleaners.document import Document, stable_hash
 from cleaners.lines import distinct_line_hashes, remove_lines
 from pipelines.dedup.common import StageOutput, dropped_count, kept_count, reject_row
+from pipelines.dedup.packed import pack, unpack
 
 REASON_PREFIX = "line-dedup"
 KEPT, REJECTS, COUNTS = "kept", "rejects", "counts"
@@ -92,8 +93,8 @@ class _RemoveAndRecheck(beam.DoFn):
     def process(self, joined: tuple[str, dict[str, Iterable[Any]]]):
         _, groups = joined
         to_remove = frozenset(groups["remove"])
-        for record in groups["record"]:   # one record per id; more only if the input broke the id contract
-            yield from self._one(record, to_remove)
+        for packed in groups["record"]:   # one record per id; more only if the input broke the id contract
+            yield from self._one(unpack(packed), to_remove)
 
     def _one(self, record: dict[str, Any], to_remove: frozenset[bytes]):
         content, removed = remove_lines(record["content"], to_remove, self.min_line_chars)
@@ -181,7 +182,7 @@ class LineDedup(beam.PTransform):
             | "JoinLines" >> beam.CoGroupByKey()
             | "RemovalsPerDoc" >> beam.FlatMap(_removals_for_boilerplate)
         )
-        keyed = valid | "KeyById" >> beam.Map(lambda record: (record["id"], record))
+        keyed = valid | "KeyById" >> beam.Map(lambda record: (record["id"], pack(record)))
         results = (
             {"record": keyed, "remove": removals}
             | "JoinDocs" >> beam.CoGroupByKey()
