@@ -14,7 +14,7 @@ COPY train ./train
 # no [train]/[test] extras: workers never need torch; gcp extras for gs:// paths and Dataflow's worker harness
 RUN pip install --no-cache-dir . "apache-beam[gcp]==2.77.0" && python -c "import pipelines.cli, cleaners"
 
-# fewer glibc malloc arenas keep a long-running worker's memory flat (pipelines/memory.py)
-ENV MALLOC_ARENA_MAX=2
+# glibc malloc settings that keep a long-running worker's memory flat (pipelines/memory.py)
+ENV MALLOC_ARENA_MAX=2 MALLOC_TRIM_THRESHOLD_=65536
 
 # the base image's entrypoint (/opt/apache/beam/boot) starts the SDK harness; keep it

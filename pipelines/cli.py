@@ -560,9 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.memory import limit_malloc_arenas
+    from pipelines.memory import tune_malloc
 
-    limit_malloc_arenas()  # before Beam starts threads or worker processes
+    tune_malloc()  # before Beam starts threads or worker processes
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

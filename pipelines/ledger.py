@@ -38,6 +38,30 @@ class SumCounts(beam.CombineFn):
         return dict(sorted(acc.items()))
 
 
+class SumPerBundle(beam.DoFn):
+    """Sum the count dicts of one bundle and emit them once, at the bundle's end.
+
+    Placed right after the step that makes them, it runs in the same fused stage, so one dict per bundle instead
+    of one per record crosses to the final CombineGlobally (the local runner would otherwise hold a dict per
+    record and stage in memory until the last stage finishes)."""
+
+    def start_bundle(self) -> None:
+        self._sum: Counter = Counter()
+
+    def process(self, counts: dict[str, int]):
+        self._sum.update(counts)
+        return ()
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.timestamp import MIN_TIMESTAMP
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        if self._sum:
+            yield WindowedValue(dict(self._sum), MIN_TIMESTAMP, [GlobalWindow()])
+        self._sum = Counter()
+
+
 def build_stats(counts: dict[str, int], stage_order: list[str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Turn flat counts into stats.json: one entry per stage in pipeline order, then totals.
 

@@ -62,3 +62,18 @@ def test_histograms_stand_apart_from_the_balance_in_stable_order():
     assert list(stats["histograms"]["write"]["lang"]) == ["zh", "en"]  # categories: most first
     assert list(stats["histograms"]["extract"]["chars"]) == ["500-999", "1000-1999"]  # by their edges, not names
     assert build_stats({}, ["read", "write"])["histograms"] == {}
+
+
+def test_sum_per_bundle_keeps_the_totals_and_emits_one_dict_per_bundle():
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.cli import pipeline_options
+    from pipelines.ledger import SumCounts, SumPerBundle
+
+    inputs = [{"a|in": 1, "a|out": 1}] * 100 + [{"a|in": 1, "a|drop|x": 1}] * 5
+    with beam.Pipeline(options=pipeline_options([])) as p:
+        summed = p | beam.Create(inputs, reshuffle=False) | beam.ParDo(SumPerBundle())
+        assert_that(summed | "Total" >> beam.CombineGlobally(SumCounts()),
+                    equal_to([{"a|drop|x": 5, "a|in": 105, "a|out": 100}]), label="totals")
+        assert_that(summed | "Dicts" >> beam.combiners.Count.Globally(), equal_to([1]), label="one per bundle")

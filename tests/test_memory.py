@@ -1,34 +1,34 @@
-"""`limit_malloc_arenas`: sets MALLOC_ARENA_MAX for the processes a run starts, unless the user chose a value."""
+"""`tune_malloc`: glibc malloc settings for this process and, through the environment, for the worker
+processes a run starts; a value the user set wins."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
-from pipelines.memory import limit_malloc_arenas
-
-PROBE = ("import os, sys; from pipelines.memory import limit_malloc_arenas; capped = limit_malloc_arenas(); "
-         "import subprocess; child = subprocess.run([sys.executable, '-c', "
-         "'import os; print(os.environ.get(\"MALLOC_ARENA_MAX\"))'], capture_output=True, text=True).stdout.strip(); "
-         "print(capped, child)")
+PROBE = ("import json, subprocess, sys; from pipelines.memory import tune_malloc; applied = tune_malloc(); "
+         "child = subprocess.run([sys.executable, '-c', 'import os, json; print(json.dumps({k: os.environ.get(k) "
+         "for k in (\"MALLOC_ARENA_MAX\", \"MALLOC_TRIM_THRESHOLD_\")}))'], capture_output=True, text=True).stdout; "
+         "print(json.dumps([applied, json.loads(child), tune_malloc()]))")
 
 
-def _probe(env: dict) -> str:
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=60)
+def _probe(**env: str) -> list:
+    clean = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_")}
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env={**clean, **env},
+                          timeout=60)
     assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return json.loads(done.stdout)
 
 
-def test_caps_this_process_and_its_children(monkeypatch):
-    env = {k: v for k, v in __import__("os").environ.items() if k != "MALLOC_ARENA_MAX"}
-    assert _probe(env) == "True 2"  # glibc here: mallopt succeeded; a worker process inherits the cap
+def test_tunes_this_process_and_its_children():
+    applied, child, again = _probe()
+    assert applied == {"MALLOC_ARENA_MAX": True, "MALLOC_TRIM_THRESHOLD_": True}  # glibc here: mallopt took them
+    assert child == {"MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": "65536"}  # a worker inherits them
+    assert again == {"MALLOC_ARENA_MAX": False, "MALLOC_TRIM_THRESHOLD_": False}  # a second call changes nothing
 
 
 def test_a_users_value_wins():
-    env = {**__import__("os").environ, "MALLOC_ARENA_MAX": "7"}
-    assert _probe(env) == "False 7"
-
-
-def test_idempotent(monkeypatch):
-    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    limit_malloc_arenas()
-    assert limit_malloc_arenas() is False  # the second call sees the variable the first one set
+    applied, child, _ = _probe(MALLOC_ARENA_MAX="7")
+    assert applied == {"MALLOC_ARENA_MAX": False, "MALLOC_TRIM_THRESHOLD_": True}
+    assert child == {"MALLOC_ARENA_MAX": "7", "MALLOC_TRIM_THRESHOLD_": "65536"}
