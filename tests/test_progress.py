@@ -141,6 +141,32 @@ def test_track_file_counts_a_failed_file_as_read(progress_dir):
     assert progress.read_totals(str(progress_dir)) == {"records_read": 1, "bytes_read": 50, "files_read": 1}
 
 
+def test_corpus_reader_counts_records_files_and_bytes(progress_dir, tmp_path):
+    from apache_beam.io.filesystem import FileMetadata
+
+    from pipelines.dedup.corpus import ReadCorpus
+
+    good = tmp_path / "a.jsonl"
+    good.write_text('{"content": "one"}\n\n{"content": "two"}\nnot json\n', encoding="utf-8")
+    damaged = tmp_path / "b.jsonl.gz"
+    lines = "".join(json.dumps({"content": f"line {i} {i * 7919 % 104729}"}) + "\n" for i in range(20000))
+    damaged.write_bytes(gzip.compress(lines.encode())[:-20])   # a truncated gzip: its last lines are lost
+    reader = ReadCorpus()
+    outputs = []
+    for path in (good, damaged):
+        outputs += list(reader.process(FileMetadata(str(path), path.stat().st_size)))
+    reader.finish_bundle()
+    rejects = [o.value for o in outputs if getattr(o, "tag", None) == "rejects"]
+    records = [o for o in outputs if isinstance(o, dict)]
+    per_line = [r for r in rejects if r["reason"] == "bad-json"]
+    assert len(per_line) == 1 and any(r["reason"].startswith("damaged:") for r in rejects)
+    totals = progress.read_totals(str(progress_dir))
+    # every line read counts once (the blank line is not a record); the damaged tail is not a record read
+    assert totals == {"files_read": 2, "bytes_read": good.stat().st_size + damaged.stat().st_size,
+                      "records_read": len(records) + len(per_line)}
+    assert 2 + 1000 < len(records) < 2 + 20000
+
+
 def test_describe_names_every_count():
     totals = {"files_read": 2, "bytes_read": 1_500_000, "records_read": 7, "kept": 4, "dropped": 3, "written": 4}
     assert progress.describe(totals, 3, 2_000_000) == \

@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from cleaners.document import stable_hash
 from cleaners.language import guess_zh_or_en
+from pipelines import progress
 from pipelines.dedup.common import dropped_count, kept_count, reject_row
 
 READ_STAGE = "read"
@@ -57,6 +58,7 @@ class ReadCorpus(beam.DoFn):
         path = metadata.path
         try:
             for position, record in self._records(path):
+                progress.count(records_read=1)
                 prepared = prepare(record, path, position) if record is not None else "bad-json"
                 if isinstance(prepared, str):
                     row = reject_row({"id": stable_hash(f"{path}#{position}"), "key": f"{path}#{position}",
@@ -70,6 +72,11 @@ class ReadCorpus(beam.DoFn):
             reason = f"damaged:{type(exc).__name__}"
             yield pvalue.TaggedOutput(COUNTS, dropped_count(READ_STAGE, reason))
             yield pvalue.TaggedOutput(REJECTS, reject_row({"key": path, "source": path}, READ_STAGE, reason))
+        finally:
+            progress.count(files_read=1, bytes_read=metadata.size_in_bytes)
+
+    def finish_bundle(self) -> None:
+        progress.flush()
 
     @staticmethod
     def _records(path: str):
