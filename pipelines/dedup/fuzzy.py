@@ -3,8 +3,9 @@
     records -> MinHash signatures, in batches (cleaners.minhash)
             -> one key per LSH band; GroupByKey: documents sharing a bucket are candidates
             -> candidate edges (bucket member -> the bucket's smallest id), verified: exact Jaccard of the
-               pair's shingle sets >= threshold (or the signatures' estimate); two joins bring each
-               candidate's text to its anchor, so no bucket ever carries documents
+               pair's shingle sets >= threshold (or the signatures' estimate); one join by document id brings
+               each document's text to the candidate edges it is in, one group per edge compares the two, so
+               no bucket ever carries documents and each text enters one shuffle
             -> connected components (pipelines.dedup.components: large-star / small-star rounds)
             -> one representative per component: highest quality score, then smallest id
             -> every other member is dropped as `minhash-duplicate-of:<representative id>`
@@ -69,34 +70,38 @@ def _first(values: Iterable[Any]) -> Any:
     return next(iter(values), None)
 
 
-def _attach_other_signature(element):
-    other, grouped = element
-    signature = _first(grouped["sig"])
-    if signature is not None:
-        for anchor in grouped["anchor"]:
-            yield anchor, (other, signature)
+def _edge_ends(edge: tuple[str, str]):
+    """A candidate edge (other, anchor), keyed by each of its two documents."""
+    other, anchor = edge
+    yield other, edge
+    yield anchor, edge
 
 
-def _verified_edges(element, threshold: float, method: str, ngram_zh: int, ngram_en: int):
+def _evidence_per_edge(element):
+    """(doc id, {evidence, edge}) -> (edge, (doc id, evidence)) for every candidate edge the document is in."""
+    doc_id, grouped = element
+    evidence = _first(grouped["evidence"])
+    if evidence is not None:
+        for edge in grouped["edge"]:
+            yield tuple(edge), (doc_id, evidence)
+
+
+def _verified_edge(element, threshold: float, method: str, ngram_zh: int, ngram_en: int):
     """Keep a candidate edge when the pair's similarity reaches the threshold: `exact` Jaccard of the two
-    shingle sets (precise; each candidate's text travels once), or the signatures' `estimate`."""
+    shingle sets (precise), or the signatures' `estimate`. Yields (anchor, other)."""
     from cleaners.minhash import estimate_jaccard, exact_jaccard, shingles
 
-    anchor, grouped = element
-    mine = _first(grouped["sig"])
-    if mine is None:
+    (other, anchor), ends = element
+    evidence = dict(ends)
+    if other not in evidence or anchor not in evidence:  # a document without text or signature
         return
     if method == "exact":  # packed (text, lang) pairs
-        mine = set(shingles(*unpack(mine), ngram_zh=ngram_zh, ngram_en=ngram_en))
+        a, b = (set(shingles(*unpack(evidence[d]), ngram_zh=ngram_zh, ngram_en=ngram_en)) for d in (anchor, other))
+        similarity = exact_jaccard(a, b)
     else:
-        mine = np.frombuffer(mine, dtype=np.uint32)
-    for other, theirs in grouped["candidate"]:
-        if method == "exact":
-            similarity = exact_jaccard(mine, set(shingles(*unpack(theirs), ngram_zh=ngram_zh, ngram_en=ngram_en)))
-        else:
-            similarity = estimate_jaccard(mine, np.frombuffer(theirs, dtype=np.uint32))
-        if similarity >= threshold:
-            yield anchor, other
+        similarity = estimate_jaccard(*(np.frombuffer(evidence[d], dtype=np.uint32) for d in (anchor, other)))
+    if similarity >= threshold:
+        yield anchor, other
 
 
 def _by_component(element):
@@ -189,10 +194,11 @@ class MinHashDedup(beam.PTransform):
         if self.verify != "none":
             evidence = signatures if self.verify == "estimate" else (
                 records | "Texts" >> beam.Map(lambda r: (r["id"], pack((r.get("content") or "", r.get("lang") or "")))))
-            with_other = ({"sig": evidence, "anchor": candidates} | "JoinOther" >> beam.CoGroupByKey()
-                          | "OtherEvidence" >> beam.FlatMap(_attach_other_signature))
-            edges = ({"sig": evidence, "candidate": with_other} | "JoinAnchor" >> beam.CoGroupByKey()
-                     | "Verify" >> beam.FlatMap(_verified_edges, threshold, self.verify, *self.ngrams))
+            ends = candidates | "EdgeEnds" >> beam.FlatMap(_edge_ends)
+            edges = ({"evidence": evidence, "edge": ends} | "JoinEvidence" >> beam.CoGroupByKey()
+                     | "EvidencePerEdge" >> beam.FlatMap(_evidence_per_edge)
+                     | "PairUp" >> beam.GroupByKey()
+                     | "Verify" >> beam.FlatMap(_verified_edge, threshold, self.verify, *self.ngrams))
         else:
             edges = candidates | "Unverified" >> beam.Map(lambda kv: (kv[1], kv[0]))
         labels = edges | "Components" >> ConnectedComponents(max_rounds=self.max_rounds)
