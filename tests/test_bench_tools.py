@@ -240,3 +240,46 @@ print(json.dumps({{"docs": len(texts), "kept_as_zh": kept, "unchanged": unchange
     assert result["kept_as_zh"] >= 30
     cached = list((tmp_path / "assets").rglob("*lid.176.bin*"))
     assert sorted(p.name.rsplit(".", 1)[-1] for p in cached) == ["bin", "completed"]
+
+
+def test_runner_probe_counts_shared_chunks_once(monkeypatch):
+    from types import SimpleNamespace
+
+    from apache_beam.runners.portability.fn_api_runner import execution
+
+    import runner_buffers
+
+    first = execution.ListBuffer(None)
+    first.append(b"x" * 100)
+    first.append(b"y" * 20)
+    copy = first.copy()          # what FnApiRunner hands a second consumer: the same chunks
+    other = execution.ListBuffer(None)
+    other.append(b"z" * 7)
+    empty_queue = SimpleNamespace(_q=[])
+    queued = SimpleNamespace(_q=[(("stage", 0), SimpleNamespace(data={"queued-input": copy}))])
+    context = SimpleNamespace(pcoll_buffers={"a": first, "b": other},
+                              queues=SimpleNamespace(ready_inputs=empty_queue, watermark_pending_inputs=queued))
+    assert runner_buffers.held_buffers(context) == {"a": 120, "b": 7, "queued:queued-input": 0}
+    assert runner_buffers.held_buffers(context, SimpleNamespace(data={"own": other})) == {
+        "input:own": 7, "a": 120, "b": 0, "queued:queued-input": 0}
+
+
+def test_runner_probe_reports_every_stage_of_a_real_run(monkeypatch):
+    import io
+
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner, fn_runner
+
+    import runner_buffers
+
+    monkeypatch.setattr(fn_runner.FnApiRunner, "_execute_bundle", fn_runner.FnApiRunner._execute_bundle)
+    out = io.StringIO()
+    runner_buffers.install_probe(out)
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        (pipeline | beam.Create([(i % 3, "v" * 500) for i in range(3000)]) | "Group" >> beam.GroupByKey()
+         | beam.MapTuple(lambda key, values: (key, len(list(values)))))
+    lines = [line for line in out.getvalue().splitlines() if " held " in line]
+    assert len(lines) >= 2 and any("Group/Read" in line for line in lines)
+    # the grouping stage starts holding its input: 3,000 values of 500 bytes
+    grouped = next(line for line in lines if "Group/Read" in line)
+    assert 1.4 <= float(grouped.split(" held ")[1].split()[0]) < 2.0
