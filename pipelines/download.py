@@ -7,6 +7,10 @@ every agent, to `img2dataset` or to our own token (img2dataset's `disallowed_hea
 Retries with exponential backoff only on transient failures (timeout, connect errors, a connection cut
 mid-body, 408, 429, 5xx except 501/505); never on dns, 404, opt-out or too-large.
 
+Two time limits: `timeout` bounds connecting and each socket read, and `deadline_s` bounds a whole attempt
+(connect, redirects, headers and body), so a server that drips a byte a second cannot hold a thread: past the
+deadline the attempt's sockets are shut down and it fails as `timeout`, which is retried at most once.
+
 Failure reasons: `bad-url`, `dns`, `connect`, `timeout`, `ssl`, `incomplete` (the body ended early),
 `http-<code>`, `too-large` (Content-Length or the bytes actually read), `too-many-redirects`, `opt-out`,
 `not-image` (a `text/*` Content-Type, such as a soft-404 page; `application/octet-stream` is accepted), and
@@ -21,6 +25,7 @@ import http.client
 import re
 import socket
 import ssl
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
@@ -53,6 +58,7 @@ REASONS = ("bad-url", "dns", "connect", "timeout", "ssl", "incomplete", "too-lar
 class DownloadConfig:
     threads: int = 16
     timeout: float = 10.0               # seconds per connect and per socket read
+    deadline_s: float = 30.0            # seconds for a whole attempt: connect, redirects, headers and body
     retries: int = 2                    # extra attempts after a transient failure
     backoff: float = 0.5                # seconds before the first retry; doubles each time
     max_bytes: int = 20_000_000
@@ -69,6 +75,10 @@ class DownloadConfig:
         if unknown:
             raise ValueError(f"unknown download option(s) {sorted(unknown)}; known: {sorted(known)}")
         return cls(**(params or {}))
+
+    def __post_init__(self) -> None:
+        if not self.deadline_s > 0:
+            raise ValueError(f"download deadline_s must be > 0, not {self.deadline_s!r}")
 
 
 def is_transient(reason: str) -> bool:
@@ -106,6 +116,60 @@ class _Failure(Exception):
         self.retry_after = retry_after
 
 
+class _Deadline:
+    """One attempt's time limit: a timer shuts the attempt's sockets down when it passes, which ends any read
+    that is blocked or trickling (the per-read `timeout` never fires while bytes keep coming)."""
+
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def left(self) -> float:
+        """Seconds left; a `timeout` failure when none are."""
+        left = self.end - time.monotonic()
+        if left <= 0 or self.expired:
+            raise _Failure("timeout")
+        return left
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def close(self, *closables) -> None:
+        """Close under the lock, so the timer never shuts down a socket number that was closed and reused."""
+        with self._lock:
+            for closable in closables:
+                if closable is not None:
+                    closable.close()
+
+    def stop(self) -> bool:
+        """Cancel the timer; True when the deadline had passed."""
+        self._timer.cancel()
+        with self._lock:
+            self._sockets = []
+            return self.expired
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)    # the plain socket's: also under an SSL socket
+    except OSError:
+        pass          # already closed
+
+
 class Downloader:
     """Fetches image bytes over HTTP(S); thread-safe (no shared connection state)."""
 
@@ -116,16 +180,24 @@ class Downloader:
 
     def fetch(self, url: str) -> bytes | str:
         """The body of `url`, or the reason it could not be had (see the module docstring)."""
-        attempt = 0
+        attempt, expired_before = 0, False
         while True:
+            deadline = _Deadline(self.cfg.deadline_s)
             try:
-                return self._follow(url)
-            except _Failure as failure:
-                if attempt >= self.cfg.retries or not is_transient(failure.reason):
-                    return failure.reason
-                delay = self.cfg.backoff * (2 ** attempt)
-                self._sleep(max(delay, min(failure.retry_after, self.cfg.timeout)))
-                attempt += 1
+                body, failure = self._follow(url, deadline), None
+            except _Failure as exc:
+                body, failure = None, exc
+            if deadline.stop():                 # whatever the read saw, the attempt ran out of time
+                if expired_before:
+                    return "timeout"            # a deadline timeout is retried once at most
+                body, failure, expired_before = None, _Failure("timeout"), True
+            if failure is None:
+                return body
+            if attempt >= self.cfg.retries or not is_transient(failure.reason):
+                return failure.reason
+            delay = self.cfg.backoff * (2 ** attempt)
+            self._sleep(max(delay, min(failure.retry_after, self.cfg.timeout)))
+            attempt += 1
 
     def fetch_many(self, items: Iterable[ImageText]) -> Iterator[tuple[ImageText, bytes | str]]:
         """(item, body or reason) for every item's url, at most `threads` requests in flight; results come
@@ -147,10 +219,10 @@ class Downloader:
             yield pending.pop(future), future.result()
 
     # ---- one request chain -------------------------------------------------------------------------
-    def _follow(self, url: str) -> bytes:
+    def _follow(self, url: str, deadline: _Deadline) -> bytes:
         seen = 0
         while True:
-            response, conn = self._request(url)
+            response, conn = self._request(url, deadline)
             try:
                 if response.status in _REDIRECTS and response.getheader("Location"):
                     seen += 1
@@ -160,26 +232,28 @@ class Downloader:
                     continue
                 return self._body(response)
             finally:
-                conn.close()
+                deadline.close(response, conn)
 
-    def _request(self, url: str) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
+    def _request(self, url: str, deadline: _Deadline) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
         parts = _split(url)
         if parts is None:
             raise _Failure("bad-url")
         scheme, host, port, target = parts
         headers = {"User-Agent": self.cfg.user_agent, "Accept": "image/*,*/*;q=0.8",
                    "Accept-Encoding": "identity"}
+        timeout = min(self.cfg.timeout, deadline.left())
         conn = None
         try:
             if scheme == "https":
-                conn = http.client.HTTPSConnection(host, port, timeout=self.cfg.timeout, context=self._ssl)
+                conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
             else:
-                conn = http.client.HTTPConnection(host, port, timeout=self.cfg.timeout)
+                conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            conn.connect()
+            deadline.watch(conn.sock)
             conn.request("GET", target, headers=headers)
             return conn.getresponse(), conn
         except Exception as exc:  # noqa: BLE001 - every socket/protocol error is a reason
-            if conn is not None:
-                conn.close()
+            deadline.close(conn)
             raise _Failure(_reason(exc)) from None
 
     def _body(self, response: http.client.HTTPResponse) -> bytes:

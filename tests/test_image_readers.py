@@ -68,7 +68,8 @@ def test_data_juicer_parquet_with_image_bytes(image_text):
 def test_data_juicer_jsonl_with_relative_image_paths(image_text):
     root = image_text / "data-juicer_demo"
     path = root / "demos" / "data" / "demo-dataset-images.jsonl"
-    items = read_file(path)
+    assert {i.reason for i in read_file(path)} == {"image-path-outside-root"}   # `../../tests/...`: not by default
+    items = read_file(path, {"image_roots": [str(root)]})
     assert [i.key for i in items] == [f"{path}#{n}" for n in (1, 2, 3)]
     assert items[1].caption == "A bus." and items[1].image == (root / "tests/ops/data/img2.jpg").read_bytes()
 

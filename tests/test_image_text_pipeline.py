@@ -55,9 +55,11 @@ def _check_ledger(stats: dict) -> None:
 def test_real_samples(corpus_samples, tmp_path):
     root = corpus_samples / "image_text"
     out = tmp_path / "out"
+    # data-juicer's jsonl names `../../tests/ops/data/*`: outside its folder, so its root is listed
+    config = _write_config(tmp_path, f"read: {{image_roots: [{json.dumps(str(root / 'data-juicer_demo'))}]}}\n")
     stats = run_image_text([str(root / "nemo-curator_wds" / "00000.tar"),
                             str(root / "data-juicer_demo" / "demos" / "data" / "*"),
-                            str(root / "webdataset_testdata" / "sample.tgz")], str(out), None, [])
+                            str(root / "webdataset_testdata" / "sample.tgz")], str(out), config, [])
     _check_ledger(stats)
     by_stage = {s["stage"]: s for s in stats["stages"]}
     assert stats["totals"] == {"records_in": 97, "kept": 3, "dropped": 94}
@@ -87,7 +89,8 @@ def test_every_odd_pillow_image_is_kept_or_dropped_with_its_reason(corpus_sample
     listing = tmp_path / "odd.jsonl"
     listing.write_text("".join(json.dumps({"images": [str(folder / name)], "text": f"test image number {i} here"})
                                + "\n" for i, name in enumerate(files)), encoding="utf-8")
-    config = _write_config(tmp_path, "image: {min_side: 1, max_aspect: 100}\ndedup: {enabled: false}\n")
+    config = _write_config(tmp_path, "image: {min_side: 1, max_aspect: 100}\ndedup: {enabled: false}\n"
+                                     f"read: {{image_roots: [{json.dumps(str(folder))}]}}\n")
     stats = run_image_text([str(listing)], str(tmp_path / "out"), config, [])
     _check_ledger(stats)
     assert stats["totals"]["records_in"] == len(files) == 31

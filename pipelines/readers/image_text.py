@@ -15,10 +15,11 @@ case-insensitive fallbacks (`URL`, `TEXT`, `text`, `image_bytes`, `jpg`, `image`
 Keys: `path#<row from 0>` (CSV/TSV, Parquet, JSON array), `path#<line from 1>` (JSON lines) and
 `path#<sample key>` (tars). Every input record gives one item; bad records give a `Skip` and reading goes on:
 `no-image` (no url and no image), `bad-json`, `bad-row` (CSV), `multi-image` (a row with several images: not
-a pair), `image-missing` (a referenced image file cannot be read), `too-large`, `bad-member` (a tar member that
-is no sample file). File damage gives `damaged:*` (`truncated-tar`, `bad-tar`, `bad-parquet`, `truncated`,
-`bad-gzip`, `no-image-column`); a truncated last record's one item is its damage Skip. Nothing raises on bad
-data; I/O errors of `stream` do.
+a pair), `image-missing` (a referenced image file cannot be read), `image-path-outside-root` (a referenced
+image path leads out of the input file's folder and the `image_roots`), `image-path-invalid` (a NUL in it),
+`too-large`, `bad-member` (a tar member that is no sample file). File damage gives `damaged:*` (`truncated-tar`,
+`bad-tar`, `bad-parquet`, `truncated`, `bad-gzip`, `no-image-column`); a truncated last record's one item is its
+damage Skip. Nothing raises on bad data; I/O errors of `stream` do.
 """
 from __future__ import annotations
 
@@ -27,12 +28,14 @@ import csv
 import io
 import json
 import math
+import os
 import posixpath
 import re
 import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any, BinaryIO, Callable, Iterator
 
 import pyarrow as pa
@@ -70,6 +73,7 @@ class ImageTextColumns:
     image_col: str | None = None                 # None: the first of IMAGE_FALLBACKS present
     save_additional_columns: list[str] = field(default_factory=list)
     max_image_bytes: int = MAX_IMAGE_BYTES
+    image_roots: list[str] = field(default_factory=list)   # folders image paths may lead to, beside the file's own
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | ImageTextColumns | None) -> ImageTextColumns:
@@ -80,8 +84,10 @@ class ImageTextColumns:
         unknown = set(params) - known
         if unknown:
             raise ValueError(f"unknown reader option(s) {sorted(unknown)}; known: {sorted(known)}")
-        extra = params.get("save_additional_columns") or []
-        params["save_additional_columns"] = [extra] if isinstance(extra, str) else list(extra)
+        for name in ("save_additional_columns", "image_roots"):
+            value = params.get(name) or []
+            params[name] = [value] if isinstance(value, str) else list(value)
+        params["image_roots"] = [root if "://" in root else os.path.abspath(root) for root in params["image_roots"]]
         return cls(**params)
 
 
@@ -170,8 +176,17 @@ class _Context:
             return None, value, "", ""
         return self.read_image_file(value)
 
+    @cached_property
+    def roots(self) -> list[str]:
+        """The folders image paths may lead to, normalised once per file."""
+        return image_roots(self.path, self.cols.image_roots)
+
     def read_image_file(self, relative: str) -> tuple[bytes | None, str, str, str]:
-        target = resolve_path(self.path, relative)
+        if "\0" in relative:
+            return None, "", "image-path-invalid", repr(relative[:200])
+        target = inside_roots(resolve_path(self.path, relative), self.roots)
+        if target is None:
+            return None, "", "image-path-outside-root", relative[:200]
         try:
             with self.opener(target) as fh:
                 data = fh.read(self.cols.max_image_bytes + 1)
@@ -225,6 +240,29 @@ def resolve_path(file_path: str, relative: str) -> str:
         return relative
     joined = posixpath.normpath(posixpath.join(posixpath.dirname(rest), relative))
     return f"{scheme}://{joined}" if sep else joined
+
+
+def image_roots(file_path: str, extra: list[str]) -> list[str]:
+    """The folder of `file_path` and the `extra` roots: local ones with symlinks resolved, remote ones normalised."""
+    folder = posixpath.dirname(file_path) if "://" in file_path else (os.path.dirname(file_path) or ".")
+    return [_normal_url(root) if "://" in root else os.path.realpath(root) for root in (folder, *extra)]
+
+
+def inside_roots(target: str, roots: list[str]) -> str | None:
+    """`target` with `..` and (local) symlinks resolved, if it lies under one of `roots`; else None."""
+    if "://" in target:
+        target, sep = _normal_url(target), "/"
+        roots = [root for root in roots if "://" in root]
+    else:
+        target, sep = os.path.realpath(target), os.sep
+        roots = [root for root in roots if "://" not in root]
+    return target if any(target.startswith(root.rstrip(sep) + sep) for root in roots) else None
+
+
+def _normal_url(url: str) -> str:
+    """`gs://b/d/../x` -> `gs://b/x`; a `..` above the bucket stays in (`gs://../x`) and so matches no root."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{posixpath.normpath(rest)}"
 
 
 def _open_local(path: str) -> BinaryIO:
