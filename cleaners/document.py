@@ -8,8 +8,25 @@ document into the WuDaoCorpora JSON schema (`id`, `uniqueKey`, `titleUkey`, `dat
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encodable(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings replaced by U+FFFD (dict keys and nested values too).
+
+    A lone surrogate cannot be written as UTF-8. Readers pass what enters a record through here at read time
+    (JSON values through `jsonrecords.parse_json`, file names in the read DoFns), so no string fails a run later."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [encodable(item) for item in value]
+    if isinstance(value, dict):
+        return {encodable(key): encodable(item) for key, item in value.items()}
+    return value
 
 
 def stable_hash(*parts: str) -> str:

@@ -23,8 +23,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from cleaners.dialogue.records import Post, Session, to_dialogue_record
+from cleaners.document import encodable
 from cleaners.language import guess_zh_or_en
 from pipelines import progress
+from pipelines.inputs import MatchInputs
 from pipelines.dedup.common import dropped_count, kept_count, reject_row
 
 READ_STAGE, RULES_STAGE = "read", "dialogue_rules"
@@ -48,9 +50,9 @@ class ReadDialogues(beam.DoFn):
     def process(self, metadata: fileio.FileMetadata) -> Iterable[Any]:
         from pipelines.readers.dialogue import iter_dialogue_file
 
-        path = metadata.path
+        path = encodable(metadata.path)      # the name records carry; the file opens by its real name
         try:
-            stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+            stream = FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED)
         except Exception as exc:
             progress.count(files_read=1, bytes_read=metadata.size_in_bytes, records_read=1)
             yield from _read_drop({"key": f"{path}#open", "source": path}, f"unreadable-file:{type(exc).__name__}")
@@ -136,7 +138,7 @@ def build_dialogue_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: 
         raise ValueError("the dialogue pipeline writes JSONL.gz only (output.format: jsonl)")
     read = (pipeline
             | "Inputs" >> beam.Create(inputs)
-            | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.DISALLOW)
+            | "Match" >> MatchInputs()
             | "SpreadFiles" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(ReadDialogues()).with_outputs(POSTS, REJECTS, COUNTS, main="sessions"))
     threads = read[POSTS] | "Threads" >> ThreadsToSessions(stage="threads", **(config.get("threads") or {}))

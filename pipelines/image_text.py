@@ -31,9 +31,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from cleaners.document import stable_hash
+from cleaners.document import encodable, stable_hash
 from cleaners.image.record import DATA_TYPE, ImageText
 from pipelines import progress
+from pipelines.inputs import MatchInputs
 from pipelines.dedup.common import dropped_count, kept_count
 from pipelines.shards_job import tar_bytes
 from shards.writer import tar_member
@@ -83,9 +84,9 @@ class ReadPairs(beam.DoFn):
         from pipelines.readers.image_text import iter_image_text_file
         from pipelines.readers.skip import Skip
 
-        path = metadata.path
+        path = encodable(metadata.path)      # the name records carry; the file opens by its real name
         try:
-            stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+            stream = FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED)
         except Exception as exc:
             progress.count(files_read=1, bytes_read=metadata.size_in_bytes, records_read=1)
             yield from _drop(Skip(f"{path}#open", path, ""), READ, f"unreadable-file:{type(exc).__name__}")
@@ -287,7 +288,7 @@ def build_image_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output
         raise ValueError("output.shard_size_bytes must be >= 1")
     read = (pipeline
             | "Inputs" >> beam.Create(inputs)
-            | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.DISALLOW)
+            | "Match" >> MatchInputs()
             | "SpreadFiles" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(ReadPairs(dict(config.get("read") or {}))).with_outputs(REJECTS, COUNTS, main="pairs"))
     captions = (read.pairs

@@ -25,9 +25,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from cleaners.document import RawPage
+from cleaners.document import RawPage, encodable
 from cleaners.runner import RecipeRunner
 from pipelines import ledger, progress
+from pipelines.inputs import MatchInputs
 
 LOG = logging.getLogger(__name__)
 REJECTS = "rejects"
@@ -78,9 +79,9 @@ class ReadRecords(beam.DoFn):
 
         if not isinstance(element, FileSplit):
             element = FileSplit(element.path, element.size_in_bytes)
-        path, split, splits = element.path, element.split, element.splits
+        path, split, splits = encodable(element.path), element.split, element.splits   # path: for records
         try:
-            stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+            stream = FileSystems.open(element.path, compression_type=CompressionTypes.UNCOMPRESSED)
         except Exception as exc:  # permissions, vanished file, remote errors
             if split == 0:
                 progress.count(files_read=1, bytes_read=element.size, records_read=1)
@@ -263,7 +264,7 @@ def build_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str,
     files = (
         pipeline
         | "Inputs" >> beam.Create(inputs)
-        | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.DISALLOW)
+        | "Match" >> MatchInputs()
     )
     split_bytes = int(read_cfg.get("split_bytes", 32_000_000))
     records = (

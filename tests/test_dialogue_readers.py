@@ -183,11 +183,18 @@ def test_list_documents_kdconv_turn_lists_posts():
 
 
 def test_document_bad_and_too_large():
-    assert summary(read(b'[\n{"messages": [', "x.json")) == [("skip", "x.json#0", "bad-json")]
+    assert summary(read(b'[\n{"messages": [', "x.json")) == [("skip", "x.json#0", "damaged:bad-json")]
     assert summary(read(b'[\n3\n]', "x.json")) == [("skip", "x.json#0", "bad-record")]
-    big = json.dumps([["a", "b"]] * 100).encode()
-    items = list(iter_dialogue_file(io.BytesIO(b"[\n" + big[1:]), "big.json", max_document_bytes=500))
-    assert summary(items) == [("skip", "big.json#0", "too-large")]
+    assert summary(read(b'{"turns": ["a", "b"]', "x.json")) == [("skip", "x.json#0", "bad-json")]
+    # documents stream record by record: the cap is per record, and the records before a break are kept
+    big = json.dumps([["a", "b"]] * 3 + [["c" * 600]] + [["d", "e"]]).encode()
+    items = list(iter_dialogue_file(io.BytesIO(b"[\n" + big[1:]), "big.json", max_line_bytes=500))
+    assert summary(items) == [("session", f"big.json#{n}", ["a", "b"]) for n in range(3)] + [
+        ("skip", "big.json#3", "too-large"), ("skip", "big.json#3", "damaged:bad-json")]
+    turns = json.dumps(["x" * 300, "y" * 300]).encode()
+    assert summary(list(iter_dialogue_file(io.BytesIO(turns), "t.json", max_line_bytes=500))) == [
+        ("skip", "t.json#0", "too-large")]
+    assert summary(read(turns, "t.json")) == [("session", "t.json#0", ["x" * 300, "y" * 300])]
     assert read(b"", "empty.json") == [] and read(b"\n\n", "blank.txt") == []
 
 

@@ -415,7 +415,7 @@ def test_wudao_records_export_and_flagai_jsonl(corpus_samples):
     items = read_all(records.read_bytes(), "j.json")
     expected = json.loads(records.read_text())["RECORDS"]
     assert [i.text for i in items] == [r["content"] for r in expected] and len(items) == 21
-    assert [i.key for i in items] == [f"j.json#{n}" for n in range(21)]
+    assert [i.key for i in items] == [f"j.json#RECORDS/{n}" for n in range(21)]
     demo = read_all((corpus_samples / "zh_text/wudao_format/flagai_indexed_dataset_demo.jsonl").read_bytes(), "d.jsonl")
     assert len(demo) == 20 and all(isinstance(i, RawPage) for i in demo)
     assert demo[0].meta["id"] == "wudao-0-3-25501" and demo[0].text.startswith("九江新闻网讯")

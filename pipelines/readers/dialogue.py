@@ -7,7 +7,7 @@ Formats (plain or gzip), told apart by extension and content:
   `{"turns": [...], "id"?, "lang"?}`; ShareGPT `{"id"?, "conversations": [{"from", "value"}]}`; KdConv-style
   `{"messages": [{"message"} | {"role", "content"}]}`; a thread post `{"id", "parent_id" | "reply_to",
   "text" | "content", "author"?}` (a `parent_id` / `reply_to` key, even null, makes a record a `Post`). Streamed.
-- A whole JSON document (loaded, at most `max_document_bytes`): LCCC `{"train": [[utt, ...]], "valid": ...,
+- A whole JSON document (streamed record by record, never loaded whole): LCCC `{"train": [[utt, ...]], "valid": ...,
   "test": ...}` (every split, keys `path#split/index`), or a top-level list of any JSON-lines record above
   (KdConv `[{"messages", "name"}]`, LCCC lists of turn lists, posts), keys `path#index`.
 
@@ -21,16 +21,15 @@ Keys are `path#<line from 1>` (text, JSON lines) or `path#<index from 0>` (docum
 """
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, BinaryIO, Iterable, Iterator
 
 from cleaners.dialogue.records import Post, Session
+from pipelines.readers import jsonrecords
 from pipelines.readers.bytesource import GZIP_MAGIC, ByteSource
 from pipelines.readers.skip import Skip
 
 MAX_LINE_BYTES = 20_000_000
-MAX_DOCUMENT_BYTES = 200_000_000
 SNIFF_LINE_BYTES = 1 << 20
 SPACED_MIN_SINGLE_SHARE = 0.6     # share of one-character tokens for text to count as space-tokenized
 
@@ -189,7 +188,7 @@ def _id_string(value: Any) -> str | None:
 # ---- file formats ------------------------------------------------------------------------------
 def iter_lccc_text(src: ByteSource, path: str, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Session | Skip]:
     """LCCC text: one session per non-blank line, TAB-separated turns, characters joined back when spaced."""
-    for key, line in _lines(src, path, max_line_bytes):
+    for key, line in jsonrecords.iter_lines(src, path, max_line_bytes):
         if isinstance(line, Skip):
             yield line
             continue
@@ -204,77 +203,52 @@ def iter_lccc_text(src: ByteSource, path: str, max_line_bytes: int = MAX_LINE_BY
 def iter_dialogue_lines(src: ByteSource, path: str,
                         max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Session | Post | Skip]:
     """JSON lines: one record per non-blank line."""
-    for key, line in _lines(src, path, max_line_bytes):
-        if isinstance(line, Skip):
-            yield line
-            continue
-        try:
-            value = json.loads(line)
-        except (ValueError, RecursionError) as exc:     # UnicodeDecodeError is a ValueError
-            yield Skip(key, path, "bad-json", detail=str(exc)[:200])
-            continue
-        yield record_to_item(value, key, path)
+    for key, value in jsonrecords.iter_json_lines(src, path, max_line_bytes):
+        yield value if isinstance(value, Skip) else record_to_item(value, key, path)
 
 
 def iter_dialogue_document(src: ByteSource, path: str,
-                           max_document_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[Session | Post | Skip]:
-    """A whole JSON document: LCCC split dict, a list of records, or one record."""
-    body = src.take(max_document_bytes + 1)
-    if len(body) > max_document_bytes:
-        yield Skip(f"{path}#0", path, "too-large", detail=f"JSON document over {max_document_bytes} bytes")
+                           max_record_bytes: int = MAX_LINE_BYTES) -> Iterator[Session | Post | Skip]:
+    """A whole JSON document, streamed record by record (each at most `max_record_bytes`): an LCCC split object,
+    a list of records, or one record; a top-level list of turn strings is one session."""
+    head = src.peek(SNIFF_LINE_BYTES).lstrip(_BOM + b" \t\r\n")
+    if head.startswith(b"[") and head[1:].lstrip(b" \t\r\n").startswith(b'"'):
+        yield from _one_turn_list(src, path, max_record_bytes)
         return
-    if src.damage:
-        yield Skip(f"{path}#0", path, src.damage[0], detail=src.damage[1])
-        return
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        yield Skip(f"{path}#0", path, "bad-json", detail=str(exc)[:200])
-        return
-    if _is_lccc_splits(value):
-        for split, sessions in value.items():
-            if not isinstance(sessions, list):
-                yield Skip(f"{path}#{split}", path, "bad-record", detail=f"split {split!r} is not a list")
-                continue
-            for index, turns in enumerate(sessions):
-                key = f"{path}#{split}/{index}"
-                if isinstance(turns, list):
-                    yield _lccc_session(turns, key, path, meta={"split": split})
-                else:
-                    yield Skip(key, path, "bad-record", detail=f"a JSON {type(turns).__name__}, not a turn list")
-    elif isinstance(value, list) and not all(isinstance(item, str) for item in value):
-        for index, item in enumerate(value):
-            yield record_to_item(item, f"{path}#{index}", path)
-    else:
-        yield record_to_item(value, f"{path}#0", path)
+    for key, field, value in jsonrecords.iter_json_document(src, path, max_record_bytes, array_fields=_LCCC_SPLITS):
+        if isinstance(value, Skip):
+            yield value
+        elif field is None:
+            yield record_to_item(value, key, path)
+        elif field not in _LCCC_SPLITS:
+            yield Skip(key, path, "bad-record", detail=f"member {field!r} of an LCCC split object")
+        elif key == f"{path}#{field}":
+            if value is not None:
+                yield Skip(key, path, "bad-record", detail=f"split {field!r} is not a list")
+        elif isinstance(value, list):
+            yield _lccc_session(value, key, path, meta={"split": field})
+        else:
+            yield Skip(key, path, "bad-record", detail=f"a JSON {type(value).__name__}, not a turn list")
+
+
+def _one_turn_list(src: ByteSource, path: str, max_record_bytes: int) -> Iterator[Session | Skip]:
+    """A document that is one list of turns (its elements streamed, at most `max_record_bytes` in all)."""
+    key, turns, size = f"{path}#0", [], 0
+    for _, _, value in jsonrecords.iter_json_document(src, path, max_record_bytes):
+        if isinstance(value, Skip):
+            yield value
+            return
+        turns.append(value)
+        size += len(value) if isinstance(value, str) else 0
+        if size > max_record_bytes:
+            yield Skip(key, path, "too-large", detail=f"a turn list longer than {max_record_bytes} characters")
+            return
+    yield record_to_item(turns, key, path)
 
 
 def _is_lccc_splits(value: Any) -> bool:
     return isinstance(value, dict) and bool(value) and any(split in value for split in _LCCC_SPLITS) \
         and all(isinstance(sessions, list) for sessions in value.values() if sessions is not None)
-
-
-def _lines(src: ByteSource, path: str, max_line_bytes: int) -> Iterator[tuple[str, bytes | Skip]]:
-    """(key, line) per non-blank line; (key, Skip) for an over-long line (its rest is skipped) and for a last
-    line cut short by a damaged gzip stream; a damage found after a whole line comes as one extra Skip."""
-    line_no = 0
-    while not src.at_eof():
-        line_no += 1
-        key = f"{path}#{line_no}"
-        line = src.readline(max_line_bytes + 1)
-        if line_no == 1 and line.startswith(_BOM):
-            line = line[len(_BOM):]
-        if len(line) > max_line_bytes:
-            while line and not line.endswith(b"\n"):
-                line = src.readline(1 << 20)
-            yield key, Skip(key, path, "too-large", detail=f"line longer than {max_line_bytes} bytes")
-        elif src.damage and not line.endswith(b"\n") and src.at_eof():
-            yield key, Skip(key, path, src.damage[0], detail=f"{src.damage[1]} (line cut short)")
-            return
-        elif line.strip():
-            yield key, line
-    if src.damage:
-        yield f"{path}#{line_no + 1}", Skip(f"{path}#{line_no + 1}", path, src.damage[0], detail=src.damage[1])
 
 
 def detect_dialogue_format(src: ByteSource, path: str) -> str | None:
@@ -293,20 +267,20 @@ def detect_dialogue_format(src: ByteSource, path: str) -> str | None:
     if first[:1] == b"[" and newline < 0:
         return "json"
     try:
-        value = json.loads(first)
-    except (ValueError, RecursionError):
+        value = jsonrecords.parse_json(first)
+    except ValueError:
         return "json" if name.endswith(".json") or first[:1] == b"[" or first == b"{" else "jsonl"
     is_record = isinstance(value, dict) and not _is_lccc_splits(value) or \
         isinstance(value, list) and all(isinstance(item, str) for item in value)
     return "jsonl" if is_record and (newline >= 0 or not name.endswith(".json")) else "json"
 
 
-def iter_dialogue_file(stream: BinaryIO, path: str, *, max_line_bytes: int = MAX_LINE_BYTES,
-                       max_document_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[Session | Post | Skip]:
+def iter_dialogue_file(stream: BinaryIO, path: str, *,
+                       max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Session | Post | Skip]:
     """Every session / post of one dialogue input file, one item per record (+ a `damaged:*` Skip on damage).
 
-    Streams text and JSON lines (memory: one line); a whole JSON document is loaded (at most
-    `max_document_bytes`, else one `too-large` Skip). Bad data never raises; I/O errors of `stream` do.
+    Streams every format (memory: one record of at most `max_line_bytes`, else a `too-large` Skip), JSON
+    documents included. Bad data never raises; I/O errors of `stream` do.
     """
     head = stream.read(len(GZIP_MAGIC)) or b""
     while 0 < len(head) < len(GZIP_MAGIC):
@@ -322,7 +296,7 @@ def iter_dialogue_file(stream: BinaryIO, path: str, *, max_line_bytes: int = MAX
         elif fmt == "jsonl":
             yield from iter_dialogue_lines(src, path, max_line_bytes)
         elif fmt == "json":
-            yield from iter_dialogue_document(src, path, max_document_bytes)
+            yield from iter_dialogue_document(src, path, max_line_bytes)
         elif src.damage:
             yield Skip(f"{path}#0", path, src.damage[0], detail=src.damage[1])
     except (OSError, MemoryError):

@@ -23,10 +23,8 @@ damage Skip. Nothing raises on bad data; I/O errors of `stream` do.
 """
 from __future__ import annotations
 
-import codecs
 import csv
 import io
-import json
 import math
 import os
 import posixpath
@@ -41,7 +39,9 @@ from typing import Any, BinaryIO, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cleaners.document import encodable
 from cleaners.image.record import ImageText
+from pipelines.readers import jsonrecords
 from pipelines.readers.bytesource import GZIP_MAGIC, ByteSource
 from pipelines.readers.skip import Skip
 
@@ -57,9 +57,6 @@ IMAGE_FALLBACKS = ("image_bytes", "jpg", "image", "images", "png", "webp")
 _DJ_TOKENS = re.compile(r"<__dj__image>|<\|__dj__eoc\|>")
 _COMPRESSION_SUFFIX = re.compile(r"\.(?:gz|gzip)$", re.IGNORECASE)
 _TAR_MAGIC_OFFSET = 257
-_ARRAY_START = re.compile(r"\ufeff?\s*\[")
-_SPACE_OR_COMMA = re.compile(r"[\s,]*")
-_TEXT_READ = 1 << 20
 
 Opener = Callable[[str], BinaryIO]
 
@@ -355,73 +352,19 @@ def _next_row(rows) -> list[str] | str | None:
 
 # ---- JSON lines / JSON array ---------------------------------------------------------------------
 def _iter_json(src: ByteSource, ctx: _Context, fmt: str) -> Iterator[ImageText | Skip]:
-    if _ARRAY_START.match(src.peek(64).decode("utf-8", "replace")):
-        yield from _iter_json_array(src, ctx)
-        return
-    line_no = 0
-    while not src.at_eof():
-        line_no += 1
-        key = f"{ctx.path}#{line_no}"
-        line = src.readline(MAX_LINE_BYTES + 1)
-        if len(line) > MAX_LINE_BYTES:
-            _drop_line(src)
-            yield Skip(key, ctx.path, "too-large", detail=f"line longer than {MAX_LINE_BYTES} bytes")
-            continue
-        if not line.strip():
-            continue
-        if not line.endswith(b"\n") and src.damage:
-            yield Skip(key, ctx.path, src.damage[0], detail=src.damage[1])
-            return
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            yield Skip(key, ctx.path, "bad-json", detail=str(exc)[:200])
-            continue
-        yield _json_item(record, ctx, key)
-    yield from _damage_item(src, ctx, f"{ctx.path}#{line_no + 1}")
+    """JSON lines, or a top-level JSON array streamed element by element (`jsonrecords`)."""
+    if src.peek(64).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+        items = ((key, value) for key, _, value in jsonrecords.iter_json_document(src, ctx.path, MAX_LINE_BYTES))
+    else:
+        items = jsonrecords.iter_json_lines(src, ctx.path, MAX_LINE_BYTES)
+    for key, value in items:
+        yield value if isinstance(value, Skip) else _json_item(value, ctx, key)
 
 
 def _json_item(record: Any, ctx: _Context, key: str) -> ImageText | Skip:
     if not isinstance(record, dict):
         return Skip(key, ctx.path, "bad-json", detail=f"a JSON {type(record).__name__}, not an object")
     return ctx.row_item(record, _Names.find(list(record), ctx.cols), key)
-
-
-def _drop_line(src: ByteSource) -> None:
-    while True:
-        chunk = src.readline(1 << 20)
-        if not chunk or chunk.endswith(b"\n"):
-            return
-
-
-def _iter_json_array(src: ByteSource, ctx: _Context) -> Iterator[ImageText | Skip]:
-    """Elements of a top-level JSON array, decoded incrementally (memory: one element plus a read chunk)."""
-    decoder = codecs.getincrementaldecoder("utf-8-sig")("replace")
-    buf = decoder.decode(src.take(_TEXT_READ), final=src.at_eof())
-    pos, index, eof = _ARRAY_START.match(buf).end(), 0, src.at_eof()
-    raw = json.JSONDecoder()
-    while True:
-        pos = _SPACE_OR_COMMA.match(buf, pos).end()
-        if pos == len(buf) and not eof:
-            buf, pos = decoder.decode(src.take(_TEXT_READ), final=src.at_eof()), 0
-            eof = src.at_eof()
-            continue
-        if buf.startswith("]", pos):
-            return
-        key = f"{ctx.path}#{index}"
-        try:
-            value, end = raw.raw_decode(buf, pos)
-        except (ValueError, RecursionError) as exc:
-            if not eof and len(buf) - pos <= MAX_LINE_BYTES:
-                buf, pos = buf[pos:] + decoder.decode(src.take(_TEXT_READ), final=src.at_eof()), 0
-                eof = src.at_eof()
-                continue
-            reason = src.damage[0] if src.damage else "damaged:bad-json"
-            yield Skip(key, ctx.path, reason, detail="array ends early" if pos >= len(buf) else str(exc)[:200])
-            return
-        yield _json_item(value, ctx, key)
-        index += 1
-        pos = end
 
 
 # ---- Parquet -------------------------------------------------------------------------------------
@@ -508,7 +451,7 @@ def _tar_members(src: ByteSource, ctx: _Context) -> Iterator[tuple[str, str, byt
         return
     while info is not None:
         tf.members.clear()            # stream mode keeps every header otherwise
-        name = info.name
+        name = encodable(info.name)       # tarfile decodes bad name bytes to lone surrogates
         key, ext = split_member_name(name)
         if info.isdir():
             pass
@@ -565,9 +508,9 @@ def _sample_item(sample: _Sample, ctx: _Context) -> ImageText | Skip:
     info: dict[str, Any] = {}
     if "json" in sample.files:
         try:
-            parsed = json.loads(sample.files["json"])
+            parsed = jsonrecords.parse_json(sample.files["json"])
             info = parsed if isinstance(parsed, dict) else {}
-        except (ValueError, RecursionError):
+        except ValueError:
             info = {}
     url = _as_text(info.get("url"))
     image_ext = next((ext for ext in IMAGE_EXTENSIONS if ext in sample.files), None)

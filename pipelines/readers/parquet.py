@@ -1,7 +1,7 @@
 """Parquet text corpora -> `RawPage` / `Skip`, streamed batch by batch with pyarrow.
 
-Columns: `content` or `text` (required; `content` wins, as in the WuDaoCorpora schema), optional `url`, `title`,
-`id`, `date`. Parquet needs random access (the footer is at the end), so a non-seekable stream is first spooled
+Columns: `content` or `text` (required; `content` wins, as in the WuDaoCorpora schema; a string, or a list of
+strings joined by newlines, else the row drops as `bad-text-type`), optional `url`, `title`, `id`, `date`. Parquet needs random access (the footer is at the end), so a non-seekable stream is first spooled
 to a temporary file. Keys are `path#<row index>`.
 """
 from __future__ import annotations
@@ -63,14 +63,27 @@ def _iter_rows(handle: BinaryIO, path: str, max_record_bytes: int) -> Iterator[R
 
 
 def _as_str(value: object) -> str:
+    """A scalar cell as text ('' for null, lists and structs, which no optional column should hold)."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    return "" if value is None else str(value)
+    return "" if value is None or isinstance(value, (list, dict)) else str(value)
+
+
+def _as_text(value: object) -> str | None:
+    """The text cell: a string, UTF-8 bytes, or a list of strings (paragraphs, joined by newlines); None for
+    any other type (numbers, structs, lists of other things)."""
+    if value is None or isinstance(value, (str, bytes)):
+        return _as_str(value)
+    if isinstance(value, list) and all(isinstance(item, (str, type(None))) for item in value):
+        return "\n".join(item for item in value if item)
+    return None
 
 
 def _row_to_page(row: dict, text_col: str, key: str, path: str, max_record_bytes: int) -> RawPage | Skip:
     url = _as_str(row.get("url"))
-    text = _as_str(row[text_col])
+    text = _as_text(row[text_col])
+    if text is None:
+        return Skip(key, path, "bad-text-type", url, f"column {text_col!r} holds a {type(row[text_col]).__name__}")
     if not text.strip():
         return Skip(key, path, "no-text", url)
     if len(text) > max_record_bytes:

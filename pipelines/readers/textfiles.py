@@ -5,25 +5,22 @@ Accepted record shapes (one JSON object per record):
   release; FlagAI's GLM examples), also inside a `{"RECORDS": [...]}` export (FlagAI's `jinrong_data.json`);
 - `text` (+ optional `url`, `title`, `id`, `meta.url`): RedPajama / The Pile / data-juicer / Dolma style.
 `content` wins over `text` when both are strings. A line that is not a JSON object is `bad-json` and reading goes
-on; a record without text is `no-text`. JSON arrays are streamed element by element (never loaded whole); a broken
-array ends with one `damaged:bad-json` Skip, since nothing after the break can be trusted.
+on; a record without text is `no-text`. JSON is parsed by `jsonrecords` (lone surrogates replaced, nesting bounded,
+arrays streamed element by element); a broken array ends with one `damaged:bad-json` Skip, since nothing after the
+break can be trusted.
 """
 from __future__ import annotations
 
-import codecs
-import json
 import re
 from typing import Any, Iterator
 
 from cleaners.document import RawPage
+from pipelines.readers import jsonrecords
 from pipelines.readers.bytesource import ByteSource
 from pipelines.readers.http import Origin, payload_page
 from pipelines.readers.skip import Skip
 
 ARRAY_START = re.compile(rb"(?:\xef\xbb\xbf)?\s*(?:\[|\{\s*\"RECORDS\"\s*:\s*\[)")
-_DECODER = json.JSONDecoder()
-_SPACE_OR_COMMA = re.compile(r"[\s,]*")
-_TEXT_READ = 1 << 20
 
 
 def record_to_page(record: Any, key: str, path: str) -> RawPage | Skip:
@@ -47,65 +44,15 @@ def record_to_page(record: Any, key: str, path: str) -> RawPage | Skip:
 
 def iter_json_lines(src: ByteSource, path: str, max_record_bytes: int) -> Iterator[RawPage | Skip]:
     """One item per non-blank line; keys are `path#<line number from 1>`."""
-    line_no = 0
-    while not src.at_eof():
-        line_no += 1
-        key = f"{path}#{line_no}"
-        line = src.readline(max_record_bytes + 1)
-        if len(line) > max_record_bytes:
-            rest = 0 if line.endswith(b"\n") else _drop_line(src)
-            yield Skip(key, path, "too-large", detail=f"line longer than {max_record_bytes} bytes (+{rest})")
-            continue
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError) as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            yield Skip(key, path, "bad-json", detail=str(exc)[:200])
-            continue
-        yield record_to_page(record, key, path)
-    if src.damage:
-        yield Skip(f"{path}#{line_no + 1}", path, src.damage[0], detail=src.damage[1])
-
-
-def _drop_line(src: ByteSource) -> int:
-    dropped = 0
-    while True:
-        chunk = src.readline(1 << 20)
-        dropped += len(chunk)
-        if not chunk or chunk.endswith(b"\n"):
-            return dropped
+    for key, value in jsonrecords.iter_json_lines(src, path, max_record_bytes):
+        yield value if isinstance(value, Skip) else record_to_page(value, key, path)
 
 
 def iter_json_array(src: ByteSource, path: str, max_record_bytes: int) -> Iterator[RawPage | Skip]:
-    """Elements of a top-level JSON array (or of `{"RECORDS": [...]}`), streamed; keys `path#<index>`."""
-    prefix = ARRAY_START.match(src.peek(4096))
-    src.drop(prefix.end() if prefix else 0)
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    buf, pos, index, eof = "", 0, 0, False
-    while True:
-        pos = _SPACE_OR_COMMA.match(buf, pos).end()
-        if pos == len(buf) and not eof:
-            buf, pos = buf[pos:] + decoder.decode(src.take(_TEXT_READ), final=src.at_eof()), 0
-            eof = src.at_eof()
-            continue
-        if buf.startswith("]", pos):
-            return
-        key = f"{path}#{index}"
-        try:
-            value, end = _DECODER.raw_decode(buf, pos)
-        except (ValueError, RecursionError) as exc:
-            if not eof and len(buf) - pos <= max_record_bytes:
-                buf, pos = buf[pos:] + decoder.decode(src.take(_TEXT_READ), final=False), 0
-                eof = src.at_eof()
-                continue
-            reason = src.damage[0] if src.damage else "damaged:bad-json"
-            detail = "array ends early" if pos >= len(buf) else str(exc)[:200]
-            yield Skip(key, path, reason, detail=detail)
-            return
-        yield record_to_page(value, key, path)
-        index += 1
-        pos = end
+    """Elements of a top-level JSON array (keys `path#<index>`) or of `{"RECORDS": [...]}` (`path#RECORDS/<index>`),
+    streamed."""
+    for key, _, value in jsonrecords.iter_json_document(src, path, max_record_bytes, array_fields=("RECORDS",)):
+        yield value if isinstance(value, Skip) else record_to_page(value, key, path)
 
 
 def iter_html_file(src: ByteSource, path: str, max_record_bytes: int) -> Iterator[RawPage | Skip]:
