@@ -90,6 +90,17 @@ def test_a_gzip_line_bomb_costs_its_line_and_bounded_memory():
     assert peak < 8_000_000, peak            # one capped line plus read buffers, not 40 MB
 
 
+def test_an_over_long_csv_line_is_skipped_unread(monkeypatch):
+    import pipelines.readers.image_text as image_text
+    monkeypatch.setattr(image_text, "MAX_LINE_BYTES", 1000)
+    data = b"url,caption\nhttp://a/1.jpg,one\nhttp://b/" + b"x" * 5_000_000 + b".jpg,big\nhttp://c/3.jpg,three\n"
+    items: list = []
+    peak = _peak_bytes(lambda: items.extend(iter_image_text_file(io.BytesIO(gzip.compress(data)), "l.csv.gz")))
+    assert [(i.key, getattr(i, "reason", None) or i.url) for i in items] == [
+        ("l.csv.gz#0", "http://a/1.jpg"), ("l.csv.gz#1", "too-large"), ("l.csv.gz#2", "http://c/3.jpg")]
+    assert peak < 4_000_000, peak
+
+
 def test_a_gzip_json_document_streams_record_by_record():
     sessions = [[f"第{n}句话，你好吗？" * 3, f"我很好，谢谢你{n}。" * 3] for n in range(60_000)]
     document = json.dumps({"train": sessions, "valid": [["好的呀", "再见了"]]}, ensure_ascii=False).encode()

@@ -311,7 +311,8 @@ class _SourceStream(io.RawIOBase):
 def _iter_csv(src: ByteSource, ctx: _Context, fmt: str) -> Iterator[ImageText | Skip]:
     text = io.TextIOWrapper(io.BufferedReader(_SourceStream(src)), encoding="utf-8-sig", errors="replace",
                             newline="")
-    rows = csv.reader(text, delimiter="\t" if fmt == "tsv" else ",")
+    lines = _CappedLines(text, MAX_LINE_BYTES)
+    rows = csv.reader(lines, delimiter="\t" if fmt == "tsv" else ",")
     header = _next_row(rows)
     if not isinstance(header, list) or not header:
         yield Skip(f"{ctx.path}#0", ctx.path, "damaged:no-header", detail=str(header or "empty file")[:200])
@@ -321,9 +322,13 @@ def _iter_csv(src: ByteSource, ctx: _Context, fmt: str) -> Iterator[ImageText | 
     if names.url is None and names.image is None:
         yield Skip(f"{ctx.path}#0", ctx.path, "damaged:no-image-column", detail=f"columns: {header[:20]}")
         return
-    index = 0
+    index, cut = 0, 0
     while True:
         row = _next_row(rows)
+        while cut < lines.cut:            # over-long lines reach csv as blank lines: each is a counted drop here
+            cut += 1
+            yield Skip(f"{ctx.path}#{index}", ctx.path, "too-large", detail=f"line longer than {MAX_LINE_BYTES}")
+            index += 1
         if row is None:
             break
         key = f"{ctx.path}#{index}"
@@ -335,6 +340,28 @@ def _iter_csv(src: ByteSource, ctx: _Context, fmt: str) -> Iterator[ImageText | 
         else:
             yield ctx.row_item(dict(zip(header, row)), names, key)
     yield from _damage_item(src, ctx, f"{ctx.path}#{index}")
+
+
+class _CappedLines:
+    """The lines of a text stream for csv, each at most `limit` characters: the rest of a longer line is skipped
+    without being held, the line becomes blank, and `cut` counts it."""
+
+    def __init__(self, text: io.TextIOBase, limit: int) -> None:
+        self.text, self.limit, self.cut = text, limit, 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = self.text.readline(self.limit)
+        if not line:
+            raise StopIteration
+        if len(line) >= self.limit and not line.endswith("\n"):
+            while (rest := self.text.readline(1 << 20)) and not rest.endswith("\n"):
+                pass
+            self.cut += 1
+            return "\n"
+        return line
 
 
 def _next_row(rows) -> list[str] | str | None:
