@@ -250,14 +250,16 @@ def test_truncated_file_yields_every_record_before_the_cut_then_one_damage_skip(
         _check_cut(full, read_all(data[:cut]), at_record_boundary=cut in ends)
 
 
-def test_corrupt_gzip_member_stops_after_the_records_before_it():
+def test_corrupt_gzip_member_is_damage_and_later_members_are_read():
     members = [gzip.compress(r) for r in RECORDS]
     bad = bytearray(members[3])
     bad[len(bad) // 2] ^= 0xFF
     members[3] = bytes(bad)
     items = read_all(b"".join(members), "t.warc.gz")
-    assert [s[2:] for s in summary(items[:3])] == [s[2:] for s in summary(read_all(b"".join(RECORDS))[:3])]
-    assert [i.reason for i in items[3:]] == ["damaged:bad-gzip"]
+    plain = read_all(b"".join(RECORDS))
+    assert [s[2:] for s in summary(items[:3])] == [s[2:] for s in summary(plain[:3])]
+    assert [i.reason for i in items[3:4]] == ["damaged:bad-gzip"] and items[3].key == f"t.warc.gz#{offsets(members)[3]}"
+    assert [s[2:] for s in summary(items[4:])] == [s[2:] for s in summary(plain[4:])]
 
 
 def test_trailing_garbage_after_gzip_members_is_damage_but_zero_padding_is_not():

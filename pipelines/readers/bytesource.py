@@ -8,6 +8,9 @@ Record parsers (WARC, ARC, JSON lines) read through `ByteSource` so that
   (what Common Crawl's CDX index calls `offset`), plus `+N` decoded bytes when the position is inside a member.
 
 Damage (a gzip stream that is cut short or corrupt) never raises: the stream just ends and `damage` says why.
+A reader that can go on after damage calls `resume()`: after a corrupt member or non-gzip bytes between members it
+skips to the next gzip member that decodes (searching at most the last `KEEP_RAW` raw bytes back, streaming ahead)
+and the stream goes on from there, positions still naming compressed member offsets. A cut stream cannot resume.
 """
 from __future__ import annotations
 
@@ -17,9 +20,13 @@ from collections import deque
 from typing import BinaryIO
 
 GZIP_MAGIC = b"\x1f\x8b"
+MEMBER_MAGIC = b"\x1f\x8b\x08"    # a gzip member with deflate data: what a resync looks for
 READ_CHUNK = 1 << 18          # raw bytes per read
 DECODE_CHUNK = 1 << 18        # decoded bytes per zlib call: bounds memory on decompression bombs
 _COMPACT_AT = 1 << 20
+KEEP_RAW = 1 << 20            # raw bytes kept behind the decompressor, so a resync can look back into a bad member
+PROBE_BYTES = 1 << 12         # raw bytes a resync candidate must decode without error
+_PADDING = b"\x00\r\n\t "
 
 
 class ByteSource:
@@ -41,6 +48,9 @@ class ByteSource:
         self._dec: zlib._Decompress | None = None
         self._members: deque[tuple[int, int]] = deque()   # (decoded offset, compressed offset) of member starts
         self.damage: tuple[str, str] | None = None        # (reason, detail) when the stream ended on damage
+        self._recent: deque[bytes] = deque()              # the last raw chunks read (at least KEEP_RAW bytes)
+        self._recent_bytes = 0
+        self._resync_from: int | None = None              # compressed offset a `resume()` searches from
 
     # ---- filling -------------------------------------------------------------------------------
     def _read_raw(self) -> bytes:
@@ -49,6 +59,11 @@ class ByteSource:
         else:
             data = self._raw.read(READ_CHUNK) or b""
         self._raw_read += len(data)
+        if self._gzipped and data:
+            self._recent.append(data)
+            self._recent_bytes += len(data)
+            while self._recent_bytes - len(self._recent[0]) >= KEEP_RAW:
+                self._recent_bytes -= len(self._recent.popleft())
         return data
 
     def _fill(self) -> bool:
@@ -71,19 +86,17 @@ class ByteSource:
                 self._eof = True
                 return False
             if self._dec is None:
-                while len(data) < len(GZIP_MAGIC):
-                    more = self._read_raw()
-                    if not more:
-                        break
-                    data += more
+                data = self._member_start(data)
                 if not data.startswith(GZIP_MAGIC):
-                    return self._after_last_member(data)
+                    return self._not_a_member(data)
                 self._dec = zlib.decompressobj(31)
                 self._members.append((self._base + len(self._buf), self._raw_read - len(data)))
             try:
                 out = self._dec.decompress(data, DECODE_CHUNK)
             except zlib.error as exc:
-                self.damage = ("damaged:bad-gzip", f"{exc} in member at {self._members[-1][1]}")
+                member = self._members[-1][1]
+                self.damage = ("damaged:bad-gzip", f"{exc} in member at {member}")
+                self._resync_from = member + 1
                 self._eof = True
                 return False
             if self._dec.eof:
@@ -95,16 +108,51 @@ class ByteSource:
                 self._buf += out
                 return True
 
-    def _after_last_member(self, data: bytes) -> bool:
-        """Bytes after a complete gzip member that do not start another one: padding is fine, else damage."""
-        while data:
-            if data.strip(b"\x00\r\n\t "):
-                offset = self._raw_read - len(data)
-                self.damage = ("damaged:bad-gzip", f"non-gzip bytes at compressed offset {offset}")
-                break
-            data = self._read_raw()
+    def _member_start(self, data: bytes) -> bytes:
+        """`data` (raw bytes after a member) with padding dropped and at least enough read to see a magic."""
+        while True:
+            data = data.lstrip(_PADDING)
+            if len(data) >= len(MEMBER_MAGIC):
+                return data
+            more = self._read_raw()
+            if not more:
+                return data
+            data += more
+
+    def _not_a_member(self, data: bytes) -> bool:
+        """Bytes after a complete member that do not start another one: the end, or damage when not padding."""
+        if data:
+            offset = self._raw_read - len(data)
+            self.damage = ("damaged:bad-gzip", f"non-gzip bytes at compressed offset {offset}")
+            self._resync_from = offset
         self._eof = True
         return False
+
+    def resume(self) -> bool:
+        """After gzip damage, go on at the next gzip member that decodes; False when there is none (or nothing to
+        resume: no damage, or a stream cut short). Decoded bytes of the damaged part not read yet are dropped."""
+        start, self._resync_from = self._resync_from, None
+        if start is None:
+            return False
+        self._advance(len(self._buf) - self._cur)
+        self._dec, self._pending = None, b""
+        window = b"".join(self._recent)
+        window = window[max(0, start - (self._raw_read - len(window))):]
+        while True:
+            found = window.find(MEMBER_MAGIC)
+            if found < 0:
+                more = self._read_raw()
+                if not more:
+                    return False
+                window = window[-(len(MEMBER_MAGIC) - 1):] + more
+                continue
+            while len(window) - found < PROBE_BYTES and (more := self._read_raw()):
+                window += more
+            if _decodes(window[found : found + PROBE_BYTES]):
+                self._pending = window[found:]
+                self.damage, self._eof = None, False
+                return True
+            window = window[found + 1 :]
 
     def fill_to(self, n: int) -> int:
         """Buffer at least `n` unread bytes if the stream has them; returns how many are buffered."""
@@ -168,6 +216,24 @@ class ByteSource:
             done += step
         return done
 
+    def skip_until(self, pattern: re.Pattern[bytes], n: int, limit: int) -> tuple[int, bool]:
+        """Skip up to `n` bytes, holding at most `limit` at a time, but stop at the first match of `pattern` that
+        starts within them. Returns (bytes skipped, whether it stopped at a match)."""
+        done = 0
+        while done < n:
+            left = n - done
+            window = min(limit, left + 64)                  # 64: a match may start inside and end after
+            found = self.search(pattern, window)
+            if 0 <= found < left:
+                return done + self.drop(found), True
+            last = window == left + 64 or self.fill_to(window) < window
+            step = left if last else max(window - 64, 1)    # keep an overlap: a match may straddle the cut
+            dropped = self.drop(step)
+            done += dropped
+            if dropped < step:
+                break
+        return done, False
+
     def _advance(self, n: int) -> None:
         self._cur += n
         if self._cur >= _COMPACT_AT and self._cur * 2 >= len(self._buf):
@@ -212,3 +278,12 @@ class ByteSource:
             if have >= limit or have <= scanned:
                 return -1
             scanned = have
+
+
+def _decodes(head: bytes) -> bool:
+    """Do these first raw bytes of a would-be gzip member decompress without error?"""
+    try:
+        zlib.decompressobj(31).decompress(head, DECODE_CHUNK)
+    except zlib.error:
+        return False
+    return True

@@ -6,9 +6,13 @@ of `Content-Length` bytes, then CRLF CRLF. Real files bend it, so the reader is 
 - when the bytes after a block are neither the record terminator nor the next `WARC/` record, Content-Length
   was wrong (cc_net's trimmed WET sample, warcio's `example-trunc`): the record is cut at the first
   `<blank line>WARC/1.x` boundary instead, a `damaged:bad-length` Skip is counted, and reading goes on;
+- a record over the cap (`too-large`) is skipped unbuffered, but a `WARC/1.x` line met inside it proves its
+  length wrong unless the declared end (when within one cap of it) is itself a record boundary: reading
+  goes on at that boundary (`damaged:bad-length`), so a huge or bit-flipped Content-Length never swallows the file;
 - a header that is not a WARC header resyncs to the next boundary (`damaged:bad-header`);
 - a file that ends inside a record yields one `damaged:truncated` (or the gzip layer's `damaged:bad-gzip`) Skip
-  for that record and stops.
+  for that record and stops; after a corrupt or non-gzip member reading goes on at the next gzip member that
+  decodes (`ByteSource.resume`), its records keyed by their own compressed member offsets.
 WARC-Target-URI values wrapped in `<...>` (as in dolma's sample) are unwrapped.
 """
 from __future__ import annotations
@@ -98,6 +102,14 @@ def _classify(fields: dict[str, str], block: bytes, origin: Origin, max_bytes: i
 def iter_warc(src: ByteSource, path: str, max_record_bytes: int) -> Iterator[RawPage | Skip]:
     """Every record of a WARC/WET/WAT stream, one item each, plus `damaged:*` Skips where the file is damaged."""
     while True:
+        yield from _iter_records(src, path, max_record_bytes)
+        if not src.resume():            # gzip damage ended the records: go on at the next good member, if any
+            return
+
+
+def _iter_records(src: ByteSource, path: str, max_record_bytes: int) -> Iterator[RawPage | Skip]:
+    """The records up to the end of the stream, or up to gzip damage."""
+    while True:
         src.skip_bytes(SEPARATORS)
         if src.at_eof():
             if src.damage:          # e.g. a gzip member cut in its trailer, after its last record
@@ -127,14 +139,18 @@ def iter_warc(src: ByteSource, path: str, max_record_bytes: int) -> Iterator[Raw
         origin = Origin(key, path, _unwrap_uri(fields.get("warc-target-uri", "")), fields.get("warc-date", ""))
 
         if length > max_record_bytes:
-            dropped = src.drop(length)
-            if dropped < length:
-                yield Skip(key, path, _end_reason(src), origin.url, f"record of {length} bytes cut at {dropped}")
+            skipped, cut = _skip_large(src, length, max_record_bytes)
+            if not cut and skipped < length:
+                yield Skip(key, path, _end_reason(src), origin.url, f"record of {length} bytes cut at {skipped}")
                 return
             yield Skip(key, path, "too-large", origin.url, f"{length} bytes")
-            damage = _check_boundary_forward(src, path, max_record_bytes)
-            if damage:
-                yield damage
+            if cut:
+                detail = f"Content-Length {length}, next record at {skipped}"
+                yield Skip(f"{path}#{src.position_key()}", path, "damaged:bad-length", detail=detail)
+            else:
+                damage = _check_boundary_forward(src, path, max_record_bytes)
+                if damage:
+                    yield damage
             continue
 
         have = src.fill_to(length + 16)
@@ -167,14 +183,30 @@ def _next_is_record(src: ByteSource, offset: int) -> bool:
 
 
 def _block_end(src: ByteSource, length: int, path: str, limit: int) -> tuple[int, Skip | None]:
-    """Where this record's block really ends (normally `length`), and a damage Skip when that is not `length`."""
-    if _next_is_record(src, length) or src.peek_at(length, 4).startswith((b"\r\n\r\n", b"\n\n")):
+    """Where this record's block really ends (normally `length`), and a damage Skip when that is not `length`.
+
+    A proper terminator at the declared end is trusted unless a `<blank line>WARC/1.x` boundary inside the block
+    shows that the length ran into later records."""
+    if _next_is_record(src, length):
+        return length, None
+    boundary = src.search(RECORD_BOUNDARY, limit + 4)
+    if src.peek_at(length, 4).startswith((b"\r\n\r\n", b"\n\n")) and not 0 <= boundary < length:
         return length, None             # right length; whatever follows a proper terminator resyncs as a bad header
     where = f"{path}#{src.position_key(src.tell() + length)}"
-    boundary = src.search(RECORD_BOUNDARY, limit + 4)
     end = boundary if boundary >= 0 else min(src.fill_to(limit), limit)
     detail = f"Content-Length {length}, block ends at {end}"
     return end, Skip(where, path, "damaged:bad-length", detail=detail)
+
+
+def _skip_large(src: ByteSource, length: int, limit: int) -> tuple[int, bool]:
+    """Skip an over-cap block, holding at most `limit` bytes; returns (bytes skipped, cut). `cut`: a `WARC/1.x` line
+    inside the block proved `length` wrong and `src` is there. Such a line is only payload text when the declared
+    end, if no more than `limit` further on, is a record boundary (a longer look would hold more than the cap)."""
+    skipped, cut = src.skip_until(RECORD_START, length, limit)
+    rest = length - skipped
+    if cut and rest <= limit and src.fill_to(rest) >= rest and _next_is_record(src, rest):
+        return skipped + src.drop(rest), False
+    return skipped, cut
 
 
 def _check_boundary_forward(src: ByteSource, path: str, limit: int) -> Skip | None:
