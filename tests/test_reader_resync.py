@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.readers import RawPage, Skip
 from pipelines.readers.bytesource import KEEP_RAW
-from test_readers import arc_record, http_response, offsets, read_all, response, warc_record
+from test_readers import arc_record, http_response, offsets, read_all, warc_record
 
 TEXTS = [f"record {n} " + "text " * (10 + n) for n in range(8)]
 
