@@ -23,6 +23,7 @@ from pipelines.dedup.common import StageOutput
 
 MIN_FRAGMENT_TURNS = 2
 BAD_INPUT = "bad-input"
+THREAD_TOO_DEEP = "thread-too-deep"
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -380,25 +381,30 @@ class ThreadsToSessions(beam.PTransform):
 
     Shuffles: duplicate ids are grouped first (the post smallest by key, source, text, parent, author is kept, the
     others dropped as `duplicate-id`); then posts are grouped by thread: by `meta["thread_id"]` when the dump has
-    one, else by the connected component of the parent links (`pipelines.dedup.components`, large-star/small-star
-    rounds with a convergence check: unlike pointer jumping, exact for threads of any depth and for cycles); each
-    thread is built in memory (a thread fits one worker).
+    one, else by the root their parent links lead to (`pipelines.dedup.components.ForestRoots`: pointer jumping,
+    `max_rounds` rounds follow reply chains of up to 2^max_rounds posts; a missing parent is the root of its
+    replies); each thread is built in memory (a thread fits one worker). Posts on or below a parent cycle are
+    dropped as `cycle`; a thread with a chain deeper than 2^max_rounds is dropped whole as `thread-too-deep`
+    (never a failed run).
 
     Ledger (stage `threads`): every post is `in`; each session is `out` through its leaf post; inner posts are
     dropped as `merged-into-session` (no reject row: they are in the sessions); `no-reply`, `cycle`,
-    `missing-parent`, `duplicate-id` and `bad-input` are real drops with reject rows. So in = out + dropped."""
+    `thread-too-deep`, `missing-parent`, `duplicate-id` and `bad-input` are real drops with reject rows. So
+    in = out + dropped."""
 
     def __init__(self, stage: str = "threads", max_depth: int = 32, missing_parent: str = "root",
-                 max_rounds: int = 30):
+                 max_rounds: int = 20):
         super().__init__()
         if max_depth < MIN_FRAGMENT_TURNS:
             raise ValueError(f"max_depth must be at least {MIN_FRAGMENT_TURNS}, got {max_depth}")
+        if max_rounds < 1:
+            raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
         if missing_parent not in ("root", "drop"):
             raise ValueError(f"missing_parent must be 'root' or 'drop', got {missing_parent!r}")
         self.stage, self.max_depth, self.missing_parent, self.max_rounds = stage, max_depth, missing_parent, max_rounds
 
     def expand(self, posts):
-        from pipelines.dedup.components import ConnectedComponents
+        from pipelines.dedup.components import TOO_DEEP, ForestRoots
 
         stage, max_depth, missing_parent = self.stage, self.max_depth, self.missing_parent
 
@@ -421,21 +427,39 @@ class ThreadsToSessions(beam.PTransform):
         unique = (checked.ok | "GroupIds" >> beam.GroupByKey()
                   | "DropDuplicateIds" >> beam.FlatMap(first_of_duplicates).with_output_types(Any).with_outputs("bad", main="ok"))
         linked = unique.ok | "NoThreadId" >> beam.Filter(lambda post: thread_key(post) is None)
-        labels = (linked
-                  | "ParentLinks" >> beam.FlatMap(
-                      lambda post: [(post.id, post.parent_id)] if post.parent_id else [(post.id, post.id)])
-                  | "Components" >> ConnectedComponents(max_rounds=self.max_rounds))
-        by_component = ({"post": linked | "KeyById" >> beam.Map(lambda post: (post.id, post)), "label": labels}
-                        | "JoinLabels" >> beam.CoGroupByKey()
-                        | "KeyByComponent" >> beam.FlatMap(
-                            lambda kv: [("c\x00" + kv[1]["label"][0], post) for post in kv[1]["post"]]))
+        roots = (linked
+                 | "ParentLinks" >> beam.Map(lambda post: (post.id, post.parent_id))
+                 | "Roots" >> ForestRoots(max_rounds=self.max_rounds))
+        labels = ((roots.roots | "ThreadOf" >> beam.Map(lambda kv: (kv[0], (True, kv[1]))),
+                   roots.unresolved | "ReasonOf" >> beam.Map(
+                       lambda kv: (kv[0], (False, THREAD_TOO_DEEP if kv[1] == TOO_DEEP else kv[1]))))
+                  | "AllLabels" >> beam.Flatten())
+
+        def key_by_root(joined):
+            _, sides = joined
+            for post in sides["post"]:
+                for found, value in sides["label"]:
+                    if found:
+                        yield "c\x00" + value, post
+                    else:
+                        yield beam.pvalue.TaggedOutput("unresolved", (
+                            {f"{stage}|in": 1, f"{stage}|drop|{value}": 1}, item_reject(post, stage, value)))
+
+        by_root = ({"post": linked | "KeyById" >> beam.Map(lambda post: (post.id, post)), "label": labels}
+                   | "JoinLabels" >> beam.CoGroupByKey()
+                   | "KeyByRoot" >> beam.FlatMap(key_by_root).with_output_types(Any).with_outputs("unresolved", main="ok"))
+        deep_marks = roots.deep_roots | "MarkDeep" >> beam.Map(lambda root: ("c\x00" + root, THREAD_TOO_DEEP))
         by_thread_id = (unique.ok | "WithThreadId" >> beam.Filter(lambda post: thread_key(post) is not None)
                         | "KeyByThreadId" >> beam.Map(lambda post: ("t\x00" + thread_key(post), post)))
 
         def build(grouped):
-            _, thread_posts = grouped
-            thread_posts = list(thread_posts)
-            sessions, outcomes = build_thread(thread_posts, max_depth, missing_parent)
+            values = list(grouped[1])
+            thread_posts = [value for value in values if isinstance(value, Post)]
+            if len(thread_posts) < len(values):      # marked by `deep_marks`: the thread is too deep to build
+                sessions = []
+                outcomes = [(post, THREAD_TOO_DEEP) for post in sorted(thread_posts, key=lambda post: post.id)]
+            else:
+                sessions, outcomes = build_thread(thread_posts, max_depth, missing_parent)
             yield from sessions
             ids = {post.id for post in thread_posts}
             for post, outcome in outcomes:
@@ -449,8 +473,8 @@ class ThreadsToSessions(beam.PTransform):
                 if outcome != "merged-into-session":
                     yield beam.pvalue.TaggedOutput("rejects", item_reject(post, stage, outcome))
 
-        built = ((by_component, by_thread_id) | "AllThreads" >> beam.Flatten()
+        built = ((by_root.ok, deep_marks, by_thread_id) | "AllThreads" >> beam.Flatten()
                  | "GroupThreads" >> beam.GroupByKey()
                  | "BuildThreads" >> beam.FlatMap(build).with_output_types(Any).with_outputs("counts", "rejects", main="kept"))
-        bad = (checked.bad, unique.bad) | "AllBad" >> beam.Flatten()
+        bad = (checked.bad, unique.bad, by_root.unresolved) | "AllBad" >> beam.Flatten()
         return _stage_output(built, bad, stage)

@@ -24,6 +24,10 @@ naming `max_rounds`: it never returns wrong labels.
 
 Memory: each grouping reads its values in two streaming passes (a minimum, then the emitted edges), holding no
 neighbour list; duplicate edges are removed once per round with `beam.Distinct` (a combiner-lifted shuffle).
+
+`ForestRoots` is the special case where every node names at most one parent (reply threads): the component of a
+node is the root its parents lead to, found by pointer jumping in about log2(depth) rounds (a 20,000-post chain:
+15), and nodes it cannot resolve (cycles, chains deeper than 2^max_rounds) come out with a reason, never a failure.
 """
 from __future__ import annotations
 
@@ -277,3 +281,194 @@ def union_find_components(edges: Iterable[Edge]) -> dict[str, str]:
         if ru != rv:
             parent[max(ru, rv)] = min(ru, rv)
     return {node: root(node) for node in parent}
+
+
+# ---------------------------------------------------------------- roots of a parent forest (pointer jumping)
+#
+# Parent links (every node names at most one parent) are a forest plus, in damaged dumps, cycles. There the
+# component of a node is simply the root its parents lead to, and pointer jumping finds it in O(log depth) rounds:
+# each round every node still climbing replaces its pointer p by p's pointer, doubling the distance it has climbed.
+# A state is a tuple (node, parent, pointer, lowest, done): `done` says `pointer` is the root, else
+# pointer = the 2^k-th ancestor after k rounds and `lowest` = the smallest id among the ancestors passed so far.
+
+CYCLE, TOO_DEEP = "cycle", "too-deep"
+PROGRESS = "progress"
+State = tuple[str, str, str, str, bool]
+
+
+class RootsOutput(NamedTuple):
+    roots: beam.PCollection        # (node, root) for every node whose root was found
+    unresolved: beam.PCollection   # (node, CYCLE | TOO_DEEP) for the others
+    deep_roots: beam.PCollection   # distinct roots that have TOO_DEEP nodes below them (drop those trees whole)
+
+
+def _link_messages(link: tuple[str, str | None]) -> Iterator[tuple[str, tuple[bool, str]]]:
+    """A link is told to its own node `(False, parent)` and to its parent `(True, child)`."""
+    node, parent = link
+    yield node, (False, parent or "")
+    if parent:
+        yield parent, (True, node)
+
+
+def _anchor(grouped: tuple[str, Iterable[tuple[bool, str]]]) -> Iterator[Any]:
+    """At node u: its own link `(False, parent)` when u is in the input, and `(True, child)` from each child.
+
+    Emits the first state of u when it is a root, and of each child (done when u is a root or is missing: a
+    parent outside the input is the root of its replies)."""
+    node, values = grouped
+    present, is_root = False, False
+    for is_child, other in values:
+        if not is_child:
+            present, is_root = True, not other
+    if is_root:
+        yield node, "", node, node, True
+    for is_child, child in values:
+        if is_child:
+            done = is_root or not present
+            yield child, node, node, node, done
+            yield beam.pvalue.TaggedOutput(PROGRESS, (int(done), int(not done)))
+
+
+def _messages(state: State) -> Iterator[tuple[str, tuple[bool, State]]]:
+    """A state answers at its own node and, while climbing, asks its pointer for the pointer's state."""
+    yield state[0], (False, state)
+    if not state[4]:
+        yield state[2], (True, state)
+
+
+def _jump(grouped: tuple[str, Iterable[tuple[bool, State]]]) -> Iterator[Any]:
+    """At node u: each state asking u moves its pointer to u's pointer (two passes over the values, no list)."""
+    _, messages = grouped
+    own = next((state for is_ask, state in messages if not is_ask), None)
+    if own is not None and own[4]:
+        yield own                            # a climbing state is emitted where it asks
+    for is_ask, state in messages:
+        if not is_ask:
+            continue
+        if own is None:                      # cannot happen: pointers only name nodes of the input
+            yield state
+            continue
+        node, parent, _, lowest, _ = state
+        yield node, parent, own[2], min(lowest, own[3]), own[4]
+        yield beam.pvalue.TaggedOutput(PROGRESS, (int(own[4]), int(not own[4])))
+
+
+def _add_progress(pairs: Iterable[tuple[int, int]]) -> tuple[int, int]:
+    """(nodes that found their root, nodes still climbing) summed over one round."""
+    resolved = climbing = 0
+    for done, open_ in pairs:
+        resolved += done
+        climbing += open_
+    return resolved, climbing
+
+
+def _route_messages(state: State, progress: tuple[int, int]):
+    """The messages of the states that take part in the next round, from the last round's
+    `(resolved, climbing)`: all of them while some node found its root (climbing ones need the answers of
+    finished ones); none once nothing climbs; only the climbing ones once nothing was resolved: those are all on
+    or below cycles, which never point outside themselves. The others go on unchanged (tagged `done`)."""
+    resolved, climbing = progress
+    if climbing and (resolved or not state[4]):
+        yield from _messages(state)
+    else:
+        yield beam.pvalue.TaggedOutput("done", state)
+
+
+class _JumpRound(beam.PTransform):
+    """One pointer-jumping round: returns (states, its `(resolved, climbing)` singleton)."""
+
+    def __init__(self, progress: beam.PCollection):
+        super().__init__()
+        self.progress = progress
+
+    def expand(self, states):
+        routed = states | "Route" >> beam.ParDo(_route_messages, beam.pvalue.AsSingleton(self.progress)).with_outputs(
+            "done", main="messages")
+        jumped = (routed.messages
+                  | "GroupAtPointer" >> beam.GroupByKey()
+                  | "Jump" >> beam.FlatMap(_jump).with_outputs(PROGRESS, main="states"))
+        progress = jumped[PROGRESS] | "Progress" >> beam.CombineGlobally(_add_progress)
+        return (jumped.states, routed.done) | "Join" >> beam.Flatten(), progress
+
+
+def loop_or_deep(parents: dict[str, str]) -> dict[str, str]:
+    """Reason for each node of `parents` (node -> parent) whose root was not found: CYCLE when following parents
+    inside `parents` comes back to the walk (the node is on or below a cycle), else TOO_DEEP (the walk leaves
+    `parents`: the chain goes on further than the rounds could follow)."""
+    reason: dict[str, str] = {}
+    for start in parents:
+        walk, on_walk, node = [], set(), start
+        while node in parents and node not in reason and node not in on_walk:
+            walk.append(node)
+            on_walk.add(node)
+            node = parents[node]
+        verdict = reason[node] if node in reason else CYCLE if node in on_walk else TOO_DEEP
+        for visited in walk:
+            reason[visited] = verdict
+    return reason
+
+
+def _lookup_pointer(grouped: tuple[str, Iterable[tuple[bool, State]]]) -> Iterator[Any]:
+    """At node u, for each unresolved state pointing at u: TOO_DEEP when u found its root (tagged `deep_root`:
+    that root has a too-deep tree); else `(u's lowest, (node, parent))` for `loop_or_deep`. After enough rounds
+    every node on or below a cycle points into the cycle, whose `lowest` is then the cycle's smallest id: the
+    nodes of one cycle, and of the trees hanging from it, meet in one group."""
+    _, messages = grouped
+    own = next((state for is_ask, state in messages if not is_ask), None)
+    for is_ask, state in messages:
+        if not is_ask:
+            continue
+        if own is not None and own[4]:
+            yield beam.pvalue.TaggedOutput(TOO_DEEP, (state[0], TOO_DEEP))
+            yield beam.pvalue.TaggedOutput("deep_root", own[2])
+        else:
+            yield ("" if own is None else own[3]), (state[0], state[1])
+
+
+def _classify(grouped: tuple[str, Iterable[tuple[str, str]]]) -> Iterator[tuple[str, str]]:
+    _, links = grouped
+    yield from sorted(loop_or_deep(dict(links)).items())
+
+
+class ForestRoots(beam.PTransform):
+    """PCollection of parent links `(node, parent)` (parent None or "" for a root; one link per node) ->
+    `RootsOutput(roots, unresolved, deep_roots)`: the root of every node, found by pointer jumping.
+
+    A parent outside the input is the root of its children (it is not itself a node of the output). After k
+    rounds a node at depth <= 2^k has its root, so `max_rounds` rounds (default 20) follow chains of 2^20
+    (~10^6) parent steps; rounds after the last one that changed anything cost one routing pass, no shuffle.
+    Nodes whose root is not found never fail the run: those on or below a cycle come out as CYCLE, those deeper
+    than 2^max_rounds (and those on or below a cycle that is itself that large) as TOO_DEEP, and the roots above
+    TOO_DEEP nodes come out in `deep_roots` so that a caller can drop those trees whole.
+
+    Shuffles: one to anchor the links, one per working round (grouping each node with the states that point at
+    it), two more only when nodes are left unresolved. Memory: each grouping reads its values in two passes; only
+    the unresolved nodes of one cycle (or of one too-deep stretch) are held together to tell cycles apart."""
+
+    def __init__(self, max_rounds: int = 20):
+        super().__init__()
+        if max_rounds < 1:
+            raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
+        self.max_rounds = max_rounds
+
+    def expand(self, links):
+        anchored = (links
+                    | "LinkMessages" >> beam.FlatMap(_link_messages)
+                    | "GroupAtParent" >> beam.GroupByKey()
+                    | "Anchor" >> beam.FlatMap(_anchor).with_outputs(PROGRESS, main="states"))
+        states = anchored.states
+        progress = anchored[PROGRESS] | "Progress" >> beam.CombineGlobally(_add_progress)
+        for round_number in range(1, self.max_rounds + 1):
+            states, progress = states | f"Jump{round_number:02d}" >> _JumpRound(progress)
+        roots = (states | "Resolved" >> beam.Filter(lambda state: state[4])
+                 | "Roots" >> beam.Map(lambda state: (state[0], state[2])))
+        asked = states | "Targets" >> beam.ParDo(_route_messages, beam.pvalue.AsSingleton(progress)).with_outputs(
+            "done", main="messages")
+        looked = (asked.messages
+                  | "GroupLeftovers" >> beam.GroupByKey()
+                  | "LookupPointer" >> beam.FlatMap(_lookup_pointer).with_outputs(TOO_DEEP, "deep_root", main="groups"))
+        loops_or_deep = (looked.groups | "GroupByLowest" >> beam.GroupByKey()
+                         | "LoopOrDeep" >> beam.FlatMap(_classify))
+        unresolved = (looked[TOO_DEEP], loops_or_deep) | "Unresolved" >> beam.Flatten()
+        deep_roots = looked.deep_root | "DeepRoots" >> beam.Distinct()
+        return RootsOutput(roots, unresolved, deep_roots)
