@@ -31,7 +31,7 @@ import trafilatura  # noqa: E402
 
 from cleaners.document import RawPage  # noqa: E402
 from cleaners.charset import decode_html  # noqa: E402
-from cleaners.extract import DEFAULT_OPTIONS, ExtractResult, PageExtractor, extract_html  # noqa: E402
+from cleaners.extract import DEFAULT_OPTIONS, ExtractResult, PageExtractor, UnparsableHTML, extract_html  # noqa: E402
 
 WORD = re.compile(r"\w+")
 SPACE = re.compile(r"\s+")
@@ -79,7 +79,10 @@ def trafilatura_default(html: bytes) -> str:
 
 
 def ours_extract_html(html: bytes, **options) -> str:
-    result = extract_html(html, **options)
+    try:
+        result = extract_html(html, **options)
+    except UnparsableHTML:
+        return ""
     return result.text if result else ""
 
 

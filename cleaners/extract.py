@@ -14,6 +14,10 @@ can be stopped from any thread (Beam runs DoFns in worker threads, where signals
 on timeout the child is killed and a fresh one is started for the next page. datatrove's
 Trafilatura step bounds each page the same way (a subprocess, 1 s timeout) but pays a process
 per page; here one child serves every page and costs one pipe round trip per page.
+
+libxml2 stops parsing at 256 nested elements and drops the rest of the page; such a page is flattened
+(`cleaners.html_depth`) and parsed again. A page lxml cannot read at all (binary, plain text) is
+`extract-unparsable`, distinct from `extract-empty` (parsed, but no main text).
 """
 from __future__ import annotations
 
@@ -25,12 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from lxml.etree import ErrorTypes
+from lxml.html import HtmlElement
 from trafilatura import bare_extraction
 from trafilatura.metadata import extract_title
-from trafilatura.utils import load_html
+from trafilatura.utils import HTML_PARSER, decode_file, load_html
 
 from cleaners.charset import decode_html
 from cleaners.document import Document, RawPage, stable_hash
+from cleaners.html_depth import flatten_deep_html
 
 #: trafilatura settings chosen by the benchmark (see module docstring).
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -44,9 +51,15 @@ _OPTION_NAMES = frozenset({*DEFAULT_OPTIONS, "favor_recall", "include_links", "i
 REASON_TOO_LARGE = "extract-too-large"
 REASON_TIMEOUT = "extract-timeout"
 REASON_EMPTY = "extract-empty"
+REASON_UNPARSABLE = "extract-unparsable"
 REASON_ERROR = "extract-error:"  # + exception class name
 #: how long a fresh child may take to import trafilatura and report ready (not part of any page's limit)
 STARTUP_TIMEOUT_S = 120.0
+
+
+class UnparsableHTML(ValueError):
+    """lxml builds no tree from the page (binary or plain text, not HTML), or a parse cut short by a
+    libxml2 limit even after flattening yields no text."""
 
 
 @dataclass
@@ -66,18 +79,23 @@ def extract_html(html: bytes | str, url: str | None = None, **options: Any) -> E
     metadata extraction is skipped because its date search tripled the time per Chinese page.
     Text is NFC-normalized, as `trafilatura.extract` does. A first line that repeats the title is dropped
     (measured: F1 0.9755 -> 0.977 English, 0.957 -> 0.961 Chinese articles; see bench/results/extraction.md).
+    Raises `UnparsableHTML` for a page lxml cannot read (see `parse_html`).
     """
     settings = {**DEFAULT_OPTIONS, **options}
-    tree = load_html(html)
+    if not html or html.isspace():
+        return None
+    tree, cut_short = parse_html(html)
     if tree is None:
-        return None
+        raise UnparsableHTML("lxml built no tree")
     document = bare_extraction(tree, url=url, **settings)
-    if document is None:
-        return None
-    text = (document.text or "").strip()
-    if settings["include_comments"] and document.comments:
-        text = f"{text}\n{document.comments.strip()}".strip()  # as trafilatura.extract joins them
+    text = ""
+    if document is not None:
+        text = (document.text or "").strip()
+        if settings["include_comments"] and document.comments:
+            text = f"{text}\n{document.comments.strip()}".strip()  # as trafilatura.extract joins them
     if not text:
+        if cut_short:  # part of the page was never read: "no main text" would be a guess
+            raise UnparsableHTML("parse cut short by a libxml2 limit")
         return None
     title = unicodedata.normalize("NFC", (extract_title(tree) or "").strip())
     text = unicodedata.normalize("NFC", text)
@@ -85,6 +103,27 @@ def extract_html(html: bytes | str, url: str | None = None, **options: Any) -> E
     if title and rest.strip() and first_line.strip() == title:
         text = rest.strip()  # the WuDao schema keeps the title in its own field, not again as line one
     return ExtractResult(title=title, text=text)
+
+
+def parse_html(html: bytes | str) -> tuple[HtmlElement | None, bool]:
+    """The page's tree as trafilatura's `load_html` builds it (None: not HTML), and whether the parse was
+    cut short. libxml2 stops at 256 open elements and drops the rest of the page, so a page that hits
+    that limit is flattened (`cleaners.html_depth`) and parsed again; other pages are parsed once, as before.
+    """
+    tree = load_html(html)
+    if not _cut_short():
+        return tree, False
+    text = html if isinstance(html, str) else decode_file(html)
+    tree = load_html(flatten_deep_html(text))
+    return tree, _cut_short()
+
+
+def _cut_short() -> bool:
+    """Whether the last parse with trafilatura's parser stopped at a libxml2 limit (depth, in practice)."""
+    # the log of the parser's last parse: exact in the child, which parses one page at a time; in-process
+    # mode (timeout_s <= 0) from several threads could read another thread's parse
+    error = HTML_PARSER.error_log.last_error
+    return error is not None and error.type == ErrorTypes.ERR_RESOURCE_LIMIT
 
 
 ExtractFunction = Callable[..., "ExtractResult | None"]
@@ -126,7 +165,8 @@ def _stop_worker(process: Any, conn: Any) -> None:
 
 
 class PageExtractor:
-    """RawPage -> Document, or a drop reason: `extract-too-large`, `extract-timeout`, `extract-empty`,
+    """RawPage -> Document, or a drop reason: `extract-too-large`, `extract-timeout`, `extract-empty` (parsed,
+    no main text), `extract-unparsable` (not HTML lxml can read, see `UnparsableHTML`),
     `extract-error:<ExceptionName>` (`extract-error:WorkerDied` when the child process crashed).
 
     Configured from the recipe's `extract:` section. `timeout_s <= 0` extracts in the calling process
@@ -207,6 +247,8 @@ class PageExtractor:
         if self.timeout_s <= 0:
             try:
                 return self.extract_fn(html, url, **self.options)
+            except UnparsableHTML:
+                return REASON_UNPARSABLE
             except Exception as exc:  # noqa: BLE001
                 return REASON_ERROR + type(exc).__name__
         if self._worker is None or not self._worker[0].is_alive():
@@ -225,7 +267,7 @@ class PageExtractor:
             self._kill_worker()
             return REASON_ERROR + "WorkerDied"
         if status == "error":
-            return REASON_ERROR + payload
+            return REASON_UNPARSABLE if payload == UnparsableHTML.__name__ else REASON_ERROR + payload
         return None if payload is None else ExtractResult(*payload)
 
     def process(self, raw: RawPage) -> Document | str:
