@@ -383,20 +383,32 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     if beam_args:
         print(f"wudao train: unknown arguments {beam_args}", file=sys.stderr)
         return 2
+    from shards.manifest import ManifestError
+    from tokenizer.vq import CheckpointError
     from train.loop import train
 
-    result = train(args.model, args.shards, args.config, steps=args.steps, out=args.out, resume=args.resume,
-                   device=args.device, seed=args.seed, tokenizer_dir=args.tokenizer)
+    try:
+        result = train(args.model, args.shards, args.config, steps=args.steps, out=args.out, resume=args.resume,
+                       device=args.device, seed=args.seed, tokenizer_dir=args.tokenizer)
+    except (CheckpointError, ManifestError) as exc:  # refused input: one clear line, no traceback
+        print(f"wudao train: {exc}", file=sys.stderr)
+        return 1
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(json.dumps({k: v for k, v in result.items() if k not in ("losses", "config")}, indent=2))
     return 0
 
 
 def _cmd_sample(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from tokenizer.vq import CheckpointError
     from train.sample import sample_image
 
-    result = sample_image(args.checkpoint, args.tokenizer, args.vq, args.caption, args.output,
-                          temperature=args.temperature, top_k=args.top_k or None, seed=args.seed, device=args.device)
+    try:
+        result = sample_image(args.checkpoint, args.tokenizer, args.vq, args.caption, args.output,
+                              temperature=args.temperature, top_k=args.top_k or None, seed=args.seed,
+                              device=args.device)
+    except CheckpointError as exc:  # refused or unreadable checkpoint / VQ weights: one clear line
+        print(f"wudao sample: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps({k: v for k, v in result.items() if k != "codes"}, ensure_ascii=False))
     return 0
 

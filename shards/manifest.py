@@ -2,6 +2,8 @@
 
 Manifest: {"shards": [{"name", "split", "samples", "tokens", "bytes", "sha256"}], "tokenizer_hash", "dtype",
 "seq_len", "command", "created_with"}. It holds no timestamps, so the same inputs give the same manifest.
+Shard names are data, never commands or paths: only plain file names inside the manifest's folder are read
+(`name_problem`); readers and `verify` refuse a manifest naming anything else.
 """
 from __future__ import annotations
 
@@ -19,6 +21,43 @@ from shards.writer import SPLITS, file_sha256
 
 MANIFEST = "manifest.json"
 ENTRY_FIELDS = ("name", "split", "samples", "tokens", "bytes", "sha256")
+_COUNT_FIELDS = ("samples", "tokens", "bytes")
+
+
+class ManifestError(ValueError):
+    """A manifest that is refused: the manifest and the bad entry are in the message."""
+
+
+def name_problem(name: Any) -> str | None:
+    """Why `name` is not a plain file name inside the manifest's folder, or None when it is.
+
+    Refused: non-strings, '', '.', '..', and names holding '/', '\\', ':' or NUL (so no `pipe:` commands, urls,
+    absolute paths or paths leaving the folder)."""
+    if not isinstance(name, str):
+        return f"shard name {name!r:.120} is not a string"
+    if name in ("", ".", "..") or any(c in name for c in "/\\:\0"):
+        return (f"shard name {name!r:.120} is not a plain file name inside the manifest's folder "
+                "(pipe: commands, urls, absolute paths, '..' and path separators are refused)")
+    return None
+
+
+def entry_problems(entry: Any, index: int) -> list[str]:
+    """Why a manifest's `shards[index]` is malformed: not an object, missing fields, fields of the wrong type."""
+    if not isinstance(entry, dict):
+        return [f"manifest entry #{index} is not an object: {entry!r:.80}"]
+    missing = [f for f in ENTRY_FIELDS if f not in entry]
+    if missing:
+        return [f"manifest entry #{index} ({entry.get('name')!r:.80}) lacks {missing}"]
+    problems = [f"manifest entry #{index}: {p}" for p in [name_problem(entry["name"])] if p]
+    if not isinstance(entry["split"], str) or entry["split"] not in SPLITS:
+        problems.append(f"manifest entry #{index}: unknown split {entry['split']!r:.80}")
+    for field in _COUNT_FIELDS:
+        value = entry[field]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            problems.append(f"manifest entry #{index}: {field} {value!r:.80} is not a count")
+    if not isinstance(entry["sha256"], str):
+        problems.append(f"manifest entry #{index}: sha256 {entry['sha256']!r:.80} is not a string")
+    return problems
 
 
 def created_with() -> dict[str, str]:
@@ -89,8 +128,11 @@ def _check_samples(path: str, entry: dict[str, Any], dtype: str) -> list[str]:
         try:
             arr = np.load(io.BytesIO(sample["npy"]), allow_pickle=False)
             meta = json.loads(sample["json"])
-        except ValueError as exc:
+        except (ValueError, EOFError) as exc:
             problems.append(f"{name}: sample {key} does not decode ({exc})")
+            continue
+        if not isinstance(meta, dict):
+            problems.append(f"{name}: sample {key} json is not an object")
             continue
         if arr.dtype != np.dtype(dtype).newbyteorder("<") or arr.ndim != 1:
             problems.append(f"{name}: sample {key} npy is {arr.dtype}{list(arr.shape)}, expected 1-D {dtype}")
@@ -104,24 +146,36 @@ def _check_samples(path: str, entry: dict[str, Any], dtype: str) -> list[str]:
     return problems
 
 
-def verify(directory: str) -> list[str]:
-    """Every problem found in `directory` (empty list: all good): a missing or bad manifest, a missing shard,
-    a size or sha256 mismatch, bad samples, counts unlike the manifest, a .tar the manifest does not list."""
-    manifest = read_manifest(directory)
-    if manifest is None:
-        return [f"{os.path.join(directory, MANIFEST)}: missing or not a manifest"]
+def _load(directory: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """(manifest, problems): the manifest when it is a JSON object with a well-formed `shards` list."""
+    path = os.path.join(directory, MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except (OSError, ValueError):
+        return None, [f"{path}: missing or not a manifest"]
+    if not isinstance(manifest, dict):
+        return None, [f"{path}: not a manifest (a JSON {type(manifest).__name__}, not an object)"]
+    if not isinstance(manifest.get("shards"), list):
+        return None, [f"{path}: not a manifest ('shards' is not a list)"]
+    problems = [p for i, e in enumerate(manifest["shards"]) for p in entry_problems(e, i)]
     dtype = manifest.get("dtype")
     if dtype not in ("uint16", "uint32"):
-        return [f"manifest dtype {dtype!r} is not uint16 or uint32"]
-    problems, listed = [], set()
+        problems.append(f"manifest dtype {dtype!r:.80} is not uint16 or uint32")
+    return (None if problems else manifest), [f"{path}: {p}" for p in problems]
+
+
+def verify(directory: str) -> list[str]:
+    """Every problem found in `directory` (empty list: all good): a missing or malformed manifest, a missing
+    shard, a size or sha256 mismatch, bad samples, counts unlike the manifest, a .tar the manifest does not list.
+    A malformed manifest (bad types, names outside the folder) is reported without reading any shard."""
+    manifest, problems = _load(directory)
+    if manifest is None:
+        return problems
+    listed = set()
     for entry in manifest["shards"]:
-        if not isinstance(entry, dict) or any(f not in entry for f in ENTRY_FIELDS):
-            problems.append(f"manifest entry {entry!r} lacks fields")
-            continue
         name = entry["name"]
         listed.add(name)
-        if entry["split"] not in SPLITS:
-            problems.append(f"{name}: unknown split {entry['split']!r}")
         path = os.path.join(directory, name)
         if not os.path.isfile(path):
             problems.append(f"{name}: missing")
@@ -131,7 +185,7 @@ def verify(directory: str) -> list[str]:
             problems.append(f"{name}: {size} bytes, manifest says {entry['bytes']}")
         if digest != entry["sha256"]:
             problems.append(f"{name}: sha256 {digest}, manifest says {entry['sha256']}")
-        problems.extend(_check_samples(path, entry, dtype))
+        problems.extend(_check_samples(path, entry, manifest["dtype"]))
     for extra in sorted(set(n for n in os.listdir(directory) if n.endswith(".tar")) - listed):
         problems.append(f"{extra}: not listed in the manifest")
     return problems

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from shards.manifest import ManifestError, name_problem
+
 try:  # torch is optional: without it the reader is a plain iterable
     from torch.utils.data import IterableDataset as _Base
     from torch.utils.data import get_worker_info as _worker_info
@@ -43,7 +45,10 @@ class ShardError(ValueError):
 
 
 def resolve_source(source: str | os.PathLike | Sequence[str], split: str = "train") -> list[str]:
-    """Shard urls from a manifest path, a directory holding manifest.json, or a list of urls/paths."""
+    """Shard urls from a manifest path, a directory holding manifest.json, or a list of urls/paths.
+
+    Urls and `pipe:` commands are taken only from a list the caller passes; names inside a manifest must be
+    plain file names in the manifest's folder, else ManifestError (see `shards.manifest.name_problem`)."""
     if isinstance(source, (list, tuple)):
         urls = [str(u) for u in source]
         if not urls:
@@ -52,27 +57,38 @@ def resolve_source(source: str | os.PathLike | Sequence[str], split: str = "trai
     text = str(source)
     if "://" in text and not text.startswith("file://"):
         manifest_url = text if text.endswith(".json") else text.rstrip("/") + "/manifest.json"
-        base = manifest_url.rsplit("/", 1)[0]
         with _open(manifest_url) as f:
-            manifest = json.load(f)
-        return _manifest_urls(manifest, base, split, manifest_url)
+            raw = f.read()
+        return _manifest_urls(raw, manifest_url.rsplit("/", 1)[0], split, manifest_url)
     path = Path(text.removeprefix("file://"))
     if path.is_dir():
         path = path / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"no manifest at {path}")
-    manifest = json.loads(path.read_text())
-    return _manifest_urls(manifest, str(path.parent), split, str(path))
+    return _manifest_urls(path.read_bytes(), str(path.parent), split, str(path))
 
 
-def _manifest_urls(manifest: dict, base: str, split: str, where: str) -> list[str]:
-    entries = manifest.get("shards")
+def _manifest_urls(raw: bytes, base: str, split: str, where: str) -> list[str]:
+    """`base/name` for each shard of `split` in the manifest text `raw`; a malformed manifest is refused."""
+    try:
+        manifest = json.loads(raw)
+    except ValueError:
+        raise ManifestError(f"{where}: manifest is not JSON") from None
+    entries = manifest.get("shards") if isinstance(manifest, dict) else None
     if not isinstance(entries, list):
-        raise ValueError(f"{where}: manifest has no 'shards' list")
-    names = [e["name"] for e in entries if e.get("split", "train") == split]
+        raise ManifestError(f"{where}: manifest has no 'shards' list")
+    names = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{where}: manifest entry #{i} is not an object")
+        problem = name_problem(entry.get("name"))
+        if problem:
+            raise ManifestError(f"{where}: manifest entry #{i}: {problem}")
+        if entry.get("split", "train") == split:
+            names.append(entry["name"])
     if not names:
-        raise ValueError(f"{where}: no shards with split={split!r}")
-    return [n if "://" in n or n.startswith(("/", "pipe:")) else f"{base}/{n}" for n in names]
+        raise ManifestError(f"{where}: no shards with split={split!r}")
+    return [f"{base}/{n}" for n in names]
 
 
 def _open(url: str):

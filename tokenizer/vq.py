@@ -10,12 +10,14 @@ et al. 2020, Jukebox), and the codebook starts from batch encodings, which keeps
 With `l2_normalize=True` encodings and codes are unit vectors and the lookup is by cosine similarity, which
 with a small `code_dim` (8-32, "factorized codes") raises codebook usage (Yu et al. 2021, ViT-VQGAN, sec. 3.2).
 
-Checkpoints are a dict {"format", "config", "state_dict"} read with `torch.load(weights_only=True)` only.
+Checkpoints are a dict {"format", "config", "state_dict"} read with `load_weights` only (`torch.load` with
+`weights_only=True`), which refuses files holding pickled objects; the training loop reads its checkpoints with it too.
 """
 from __future__ import annotations
 
 import math
 import os
+import pickle
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -337,7 +339,7 @@ class VQVAE(nn.Module):
     @classmethod
     def load(cls, path: str, map_location: str | torch.device = "cpu") -> "VQVAE":
         """Read a checkpoint written by `save`; CheckpointError names what is wrong."""
-        payload = _read_weights(path, map_location)
+        payload = load_weights(path, map_location)
         if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
             raise CheckpointError(f"{path}: not a VQ checkpoint (needs 'config' and 'state_dict')")
         if payload.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
@@ -352,7 +354,7 @@ def load_state_dict_checkpoint(path: str, config: VQConfig, map_location: str | 
 
     Codebook statistics buffers may be absent (a model trained elsewhere); they are rebuilt from the codebook.
     """
-    payload = _read_weights(path, map_location)
+    payload = load_weights(path, map_location)
     state = payload
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -374,14 +376,28 @@ def load_state_dict_checkpoint(path: str, config: VQConfig, map_location: str | 
     return model
 
 
-def _read_weights(path: str, map_location) -> object:
+def load_weights(path: str, map_location: str | torch.device = "cpu") -> object:
+    """`torch.load(path, weights_only=True)`: the one way this project reads a checkpoint (VQ or training).
+
+    A file holding pickled objects, which could run code when loaded, is refused unread; a file that is not a
+    torch checkpoint (empty, truncated, other bytes) is reported. Both raise CheckpointError naming the file."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
-    except Exception as exc:  # UnpicklingError for non-weights objects, RuntimeError for non-torch files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused or unreadable as weights-only ({first[:200]})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):  # torch's weights-only unpickler met a class or function
+            raise CheckpointError(
+                f"{path}: refused: it holds objects that could run code when loaded. Only checkpoints written by `wudao train` or `wudao tokenizer "
+                "train-vq` and plain state dicts of tensors load.") from None
+        detail = "UnpicklingError"  # torch's text here suggests weights_only=False: not repeated
+    except Exception as exc:  # RuntimeError (bad zip), EOFError (empty), KeyError... for other bytes
+        first = str(exc).strip().split("\n")[0].split(". ")[0][:160]
+        detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    raise CheckpointError(f"{path}: cannot be read as a torch checkpoint "
+                          f"(empty, truncated or another kind of file): {detail}")
 
 
 def _load_checked(model: nn.Module, state: dict, path: str, allow_missing: tuple[str, ...]) -> set[str]:

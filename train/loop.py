@@ -4,7 +4,8 @@ AdamW (weight decay on matrices only), linear warmup then cosine decay to `min_l
 gradient accumulation, bf16 autocast when the config asks and the device supports it, the MoE balance loss added
 with `moe_balance_weight` (Switch, Fedus et al. 2021: 1e-2). Every `eval_every` steps the validation split is read
 from its start (the same batches each time) and its mean loss logged. Checkpoints (`ckpt.pt`) hold tensors and
-plain values only (model, optimizer, step, reader position, config) and load with `torch.load(weights_only=True)`;
+plain values only (model, optimizer, step, reader position, config) and load with `load_checkpoint` (weights only:
+a file holding pickled objects is refused with a CheckpointError, as is one that is not a torch checkpoint);
 `resume=True` continues with the exact next batch and optimizer state. Under `torchrun` each rank reads its own
 part of the shards (the reader's rank split) and the model is wrapped in DistributedDataParallel.
 """
@@ -20,11 +21,21 @@ from typing import Any, Callable
 
 import torch
 
+from tokenizer.vq import CheckpointError, load_weights
 from train import data
 from train.configs import Config, load_config, with_vocab
 
 CHECKPOINT = "ckpt.pt"
 METRICS = "metrics.jsonl"
+
+
+def load_checkpoint(path: str, map_location: str = "cpu", need: tuple[str, ...] = ("model", "config")) -> dict:
+    """A `ckpt.pt` written by `train`, read weights-only (`tokenizer.vq.load_weights`), holding the keys `need`."""
+    state = load_weights(path, map_location)
+    missing = [k for k in need if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a wudao training checkpoint (lacks {missing})")
+    return state
 
 
 def build_model(kind: str, cfg: Config) -> torch.nn.Module:
@@ -145,11 +156,15 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
     step, first_batch = 0, 0
     ckpt_path = os.path.join(out, CHECKPOINT)
     if resume and os.path.isfile(ckpt_path):
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        reader.load_state_dict(data.reader_state_from_tensors(state["reader"]))
-        step, first_batch = int(state["step"]), int(state["batches"])
+        state = load_checkpoint(ckpt_path, device, need=("model", "optimizer", "reader", "step", "batches"))
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            reader.load_state_dict(data.reader_state_from_tensors(state["reader"]))
+            step, first_batch = int(state["step"]), int(state["batches"])
+        except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+            why = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            raise CheckpointError(f"{ckpt_path}: does not fit this run ({why})") from None
         log(f"resumed from {ckpt_path} at step {step}")
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     stream = data.batches(kind, reader, masking, cfg.batch_size, cfg.seq_len, seed=seed, rank=rank,

@@ -1,6 +1,7 @@
 """`wudao sample`: a caption -> image codes from a trained CogView checkpoint -> a PNG through the VQ decoder
 (CogView, Ding et al. 2021, sec. 2: text tokens, then image tokens sampled one by one, then the VQ decoder).
-Checkpoints and VQ weights load with `weights_only=True` only."""
+Checkpoints and VQ weights load weights-only (`tokenizer.vq.load_weights`): files holding pickled objects are
+refused."""
 from __future__ import annotations
 
 import torch
@@ -9,18 +10,21 @@ from train.configs import Config
 
 
 def load_checkpoint_model(path: str, device: str = "cpu"):
-    """(model, config) from a `ckpt.pt` written by the training loop."""
-    state = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise ValueError(f"{path}: not a wudao training checkpoint (needs 'model' and 'config')")
-    data = dict(state["config"])
-    data["betas"] = tuple(data.get("betas", (0.9, 0.95)))
-    cfg = Config(**data)
-    kind = state.get("kind", "cogview")
-    from train.loop import build_model
+    """(model, config, kind) from a `ckpt.pt` written by the training loop; CheckpointError when refused or unfit."""
+    from tokenizer.vq import CheckpointError
+    from train.loop import build_model, load_checkpoint
 
-    model = build_model(kind, cfg).to(device)
-    model.load_state_dict(state["model"])
+    state = load_checkpoint(path, device)
+    kind = state.get("kind", "cogview")
+    try:
+        data = dict(state["config"])
+        data["betas"] = tuple(data.get("betas", (0.9, 0.95)))
+        cfg = Config(**data)
+        model = build_model(kind, cfg).to(device)
+        model.load_state_dict(state["model"])
+    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        why = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{path}: not a usable wudao training checkpoint ({why})") from None
     return model.eval(), cfg, kind
 
 
