@@ -183,7 +183,7 @@ def _cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
     print(format_summary(stats, text_out))
     corpus = os.path.join(text_out, "corpus", "part-*.jsonl.gz")
     tokenizer_out, shards_out = os.path.join(args.output, "tokenizer"), os.path.join(args.output, "shards")
-    print(f"\nwudao demo: a small bilingual tokenizer from the demo corpus, then tokenized shards")
+    print("\nwudao demo: a small bilingual tokenizer from the demo corpus, then tokenized shards")
     from pipelines.shards_job import write_shards
     from pipelines.tokenizer_job import train_tokenizer
 
