@@ -174,18 +174,25 @@ def _hostile_folder(tmp_path: Path, lines: list[str], suffix: str = ".jsonl") ->
     return folder
 
 
+def run_on_hostile_folder(tmp_path: Path, command: str, lines: list[str]) -> Path:
+    """Run `wudao <command>` on a folder of `lines` plus a dangling link, a link loop and a file whose name is not
+    UTF-8; check that it balances and counts the two links as unreadable files."""
+    folder = _hostile_folder(tmp_path, lines)
+    out = tmp_path / "out"
+    assert main([command, "--input", str(folder / "*.jsonl"), "--output", str(out), "--no-progress"]) == 0
+    stats = stats_of(out)
+    assert balanced(stats)
+    assert stage(stats, "read")["dropped_by_reason"] == {"unreadable-file:FileNotFoundError": 1,
+                                                            "unreadable-file:OSError": 1}
+    return out
+
+
 def test_text_run_with_surrogates_broken_links_and_a_bad_file_name(tmp_path):
     lines = [json.dumps({"url": "http://a.example/\ud800", "content": zh_text(1)}, ensure_ascii=True),
              json.dumps({"url": "http://b.example/", "date": "2020\udc00", "id": "x\ud800",
                          "content": zh_text(2)}, ensure_ascii=True),
              json.dumps({"url": "http://c.example/", "content": zh_text(3)}, ensure_ascii=True)]
-    folder = _hostile_folder(tmp_path, lines)
-    out = tmp_path / "out"
-    assert main(["text", "--input", str(folder / "*.jsonl"), "--output", str(out), "--no-progress"]) == 0
-    stats = stats_of(out)
-    assert balanced(stats)
-    assert stage(stats, "read")["dropped_by_reason"] == {"unreadable-file:FileNotFoundError": 1,
-                                                            "unreadable-file:OSError": 1}
+    out = run_on_hostile_folder(tmp_path, "text", lines)
     corpus = {row["url"]: row for row in read_output(out, "corpus")}
     assert set(corpus) == {"http://a.example/\ufffd", "http://b.example/", "http://c.example/"}
     assert (corpus["http://b.example/"]["date"], corpus["http://b.example/"]["source_id"]) == ("2020\ufffd", "x\ufffd")
@@ -220,13 +227,8 @@ def test_dialogue_run_with_surrogate_turns_and_broken_links(tmp_path):
     lines = [json.dumps({"id": "s\ud800", "turns": ["你好，今天天气怎么样\udc00？", "挺好的，阳光明媚，适合出去走走。"]},
                         ensure_ascii=True),
              json.dumps({"turns": ["周末有什么安排吗？", "打算去图书馆看书，你呢？"]}, ensure_ascii=False)]
-    folder = _hostile_folder(tmp_path, lines)
-    out = tmp_path / "out"
-    assert main(["dialogue", "--input", str(folder / "*.jsonl"), "--output", str(out), "--no-progress"]) == 0
-    stats = stats_of(out)
-    assert balanced(stats)
-    assert stage(stats, "read")["dropped_by_reason"] == {"unreadable-file:FileNotFoundError": 1,
-                                                            "unreadable-file:OSError": 1}
-    turns = [row["turns"] for row in read_output(out, "corpus")]
-    assert ["你好，今天天气怎么样\ufffd？", "挺好的，阳光明媚，适合出去走走。"] in turns or \
-        ["你好，今天天气怎么样？", "挺好的，阳光明媚，适合出去走走。"] in turns
+    out = run_on_hostile_folder(tmp_path, "dialogue", lines)
+    rows = read_output(out, "corpus")
+    assert sorted(row["turns"] for row in rows) == sorted([["你好，今天天气怎么样\ufffd？", "挺好的，阳光明媚，适合出去走走。"],
+                                                        ["周末有什么安排吗？", "打算去图书馆看书，你呢？"]])
+    assert any("bad\ufffdname.jsonl" in row["source"] for row in rows + read_output(out, "rejects"))
