@@ -88,7 +88,8 @@ class ReadCorpus(beam.DoFn):
             return
         try:
             for key, record in self._records(raw, path):
-                progress.count(records_read=1)
+                if not (isinstance(record, Skip) and record.is_damage):    # damage is not a record read
+                    progress.count(records_read=1)
                 prepared = record.reason if isinstance(record, Skip) else prepare(record, key)
                 if isinstance(prepared, str):
                     yield from self._drop(key, path, prepared)
