@@ -345,3 +345,22 @@ def test_multi_processing_gives_the_same_output(tmp_path):
     in_process = run_to_files(docs, tmp_path / "in")
     multi = run_to_files(docs, tmp_path / "mp", "--direct_running_mode=multi_processing", "--direct_num_workers=2")
     assert multi == in_process
+
+
+def test_recheck_reuses_the_recipe_steps_as_configured():
+    from pipelines.dedup.stages import apply_dedup, recheck_entries
+
+    configured = [{"wudao_zh": {"min_doc_chinese_chars": 200}}, {"gopher_quality": {"as": "gq", "languages": ["en"]}}]
+    config = {"steps": ["normalize", *configured],
+              "dedup": {"exact": {"enabled": False}, "url": {"enabled": False}, "minhash": {"enabled": False},
+                        "lines": {"min_docs": 3, "recheck": ["wudao_zh"]}}}
+    assert recheck_entries(["wudao_zh", "gq", "fineweb", {"c4": {}}], config) == [*configured, "fineweb", {"c4": {}}]
+    z0, z1, z2, z3, e0, e1, e2, u0 = corpus()
+    kept = [changed(e0, EN_BODIES[0]), changed(e1, f"{EN_BODIES[1]}\n{EN_BODIES[2]}"), u0]
+    # at the step's default (50 Chinese characters) z0, z1 and z2 pass; the recipe asks for 200
+    reasons = ["line-dedup:zh-too-few-chinese-chars"] * 4 + ["line-dedup:empty"]
+    rejects = [reject(r, reason) for r, reason in zip((z0, z1, z2, z3, e2), reasons)]
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out, rejected, _ = apply_dedup(p | beam.Create(corpus()), config)
+        assert_that(to_json(out, "K"), equal_to(canon(kept)), label="kept")
+        assert_that(to_json(rejected[0], "R"), equal_to(canon(rejects)), label="rejects")

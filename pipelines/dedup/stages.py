@@ -35,7 +35,24 @@ def stage_names(config: dict[str, Any]) -> list[str]:
     return [STAGE_NAMES[kind] for kind, _ in enabled_stages(config)]
 
 
-def _transform(kind: str, params: dict[str, Any]) -> beam.PTransform:
+def recheck_entries(recheck: Any, config: dict[str, Any]) -> Any:
+    """Line dedup's `recheck` as recipe step entries: a stage name of the recipe's own `steps` (its `as:` name, else
+    its step name) means that step as configured, parameters, `languages:` and `as:` included; any other name or
+    mapping is built as written (a name alone: the step's defaults)."""
+    if not isinstance(recheck, list):
+        return recheck                               # LineDedup reports the type error
+    configured: dict[str, Any] = {}
+    for entry in config.get("steps") or []:
+        if isinstance(entry, str):
+            configured.setdefault(entry, entry)
+        elif isinstance(entry, dict) and len(entry) == 1:
+            (name, params), = entry.items()
+            stage = (params or {}).get("as") if isinstance(params, dict) else None
+            configured.setdefault(str(stage or name), entry)
+    return [configured.get(entry, entry) if isinstance(entry, str) else entry for entry in recheck]
+
+
+def _transform(kind: str, params: dict[str, Any], config: dict[str, Any]) -> beam.PTransform:
     stage = STAGE_NAMES[kind]
     try:
         if kind == "exact":
@@ -47,7 +64,7 @@ def _transform(kind: str, params: dict[str, Any]) -> beam.PTransform:
         if kind == "lines":
             from pipelines.dedup.lines import LineDedup
             recheck = params.pop("recheck", None)
-            return LineDedup(stage=stage, recheck_steps=recheck, **params)
+            return LineDedup(stage=stage, recheck_steps=recheck_entries(recheck, config), **params)
         from pipelines.dedup.fuzzy import MinHashDedup
         return MinHashDedup(stage=stage, **params)
     except TypeError as exc:
@@ -58,7 +75,7 @@ def apply_dedup(records: beam.PCollection, config: dict[str, Any]):
     """Run the enabled stages on `records`; returns (kept, [rejects...], [counts...])."""
     rejects, counts = [], []
     for kind, params in enabled_stages(config):
-        out = records | STAGE_NAMES[kind] >> _transform(kind, params)
+        out = records | STAGE_NAMES[kind] >> _transform(kind, params, config)
         records = out.kept
         rejects.append(out.rejects)
         counts.append(out.counts)
