@@ -1,5 +1,5 @@
 # `make demo`: fresh venv, install, run the web-text pipeline on the embedded sample.
-# `make test`: fresh venv, install with test extras, run the whole test suite (what .ci/run calls).
+# `make test`: fresh venv, install with test extras, lint (ruff), run the whole test suite (what .ci/run calls).
 PYTHON ?= python3
 VENV ?= .venv
 
@@ -15,6 +15,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/wudao demo --output wudao-demo
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 
 .PHONY: install demo test

@@ -85,8 +85,6 @@ def train_quality(positive_paths: list[str], negative_paths: list[str], output_p
             side = "positive" if label == HQ else "negative"
             raise ValueError(f"no {side} training texts (read {len(positives)} positive, {len(negatives)} negative)")
 
-    import fasttext
-
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(train))
     output_path = str(output_path)

@@ -174,7 +174,8 @@ def test_report_ratios_compare_same_worker_counts():
 def test_ratio_is_na_without_a_datatrove_row_and_zero_cpu_is_safe():
     rows = [throughput.Measurement("wudao text, 1 worker", 10, 5, wall_s=0.0, cpu_s=0.0)]
     manifest = {"responses": 10, "distinct_pages": 1, "by_origin": {}, "shards": []}
-    line = [l for l in throughput.render_table(rows, manifest, "c", []).splitlines() if l.startswith("| wudao")][0]
+    table = throughput.render_table(rows, manifest, "c", []).splitlines()
+    line = [row for row in table if row.startswith("| wudao")][0]
     assert line == "| wudao text, 1 worker | 10 | 5 | 0.0 | 0.0 | 0.0 | 0.0 | n/a |"
 
 

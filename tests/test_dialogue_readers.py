@@ -12,7 +12,6 @@ import pytest
 from cleaners.dialogue.records import Post, Session, session_id
 from pipelines.readers.dialogue import (iter_dialogue_file, join_spaced_characters, looks_space_tokenized,
                                         record_to_item)
-from pipelines.readers.skip import Skip
 
 
 def read(data: bytes, path: str) -> list:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from apache_beam.io.filesystem import FileMetadata
 
-from pipelines import text
 from pipelines.cli import run_text, sample_inputs
 from pipelines.text import FileSplit, ReadRecords, split_file
 

@@ -195,8 +195,6 @@ _JA_WORDS = "わたし あなた これ それ ここ そこ ありがとう す
 
 
 def _train_glotlid_style(tmp_path: Path) -> str:
-    import fasttext
-
     rng = random.Random(7)
     lines = []
     for _ in range(300):
