@@ -47,7 +47,8 @@ def report(stats: dict, wall: float, cpu: float, command: str) -> str:
              "| sessions read | kept | wall s | CPU s | sessions/s per core |", "|---:|---:|---:|---:|---:|",
              f"| {sessions} | {totals['kept']} | {wall:.1f} | {cpu:.1f} | {sessions / cpu:.0f} |", "",
              "Per stage (kept fraction = out / (in + created)):", "",
-             "| stage | in | created | out | dropped | kept fraction | top drop reasons |", "|---|---:|---:|---:|---:|---:|---|"]
+             "| stage | in | created | out | dropped | kept fraction | top drop reasons |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for s in stats["stages"]:
         total = s["in"] + s.get("created", 0)
         top = ", ".join(f"{r} {n}" for r, n in list(s["dropped_by_reason"].items())[:4])
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = BENCH / "work" / "dialogue"
     stats, wall, cpu = run(Path(args.samples), args.workers, out)
-    command = shlex.join([".venv/bin/python", "bench/dialogue_throughput.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join([".venv/bin/python", "bench/dialogue_throughput.py",
+                          *(argv if argv is not None else sys.argv[1:])])
     text = report(stats, wall, cpu, command)
     Path(args.results).write_text(text, encoding="utf-8")
     print(text)

@@ -75,12 +75,15 @@ def main(argv: list[str] | None = None) -> int:
                 (f"(c) TextTokenizer.encode_batch, {os.cpu_count()} threads", timed(lambda: tok.encode_batch(docs)))]
     base_wall = rows[0][1][0]
     lines = ["# Tokenizer encode throughput", "", "```",
-             shlex.join([".venv/bin/python", "bench/encode_throughput.py", *(argv if argv is not None else sys.argv[1:])]),
+             shlex.join([".venv/bin/python", "bench/encode_throughput.py",
+                         *(argv if argv is not None else sys.argv[1:])]),
              "```", "", f"{len(docs)} documents, {mb:.1f} MB (Chinese poetry and English text from corpus-samples), "
              f"unigram vocabulary {args.vocab}.", "",
-             "| method | wall s | wall MB/s | CPU s | MB/s per CPU core | wall speed vs (a) |", "|---|---:|---:|---:|---:|---:|"]
+             "| method | wall s | wall MB/s | CPU s | MB/s per CPU core | wall speed vs (a) |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, (wall, cpu) in rows:
-        lines.append(f"| {name} | {wall:.2f} | {mb / wall:.1f} | {cpu:.2f} | {mb / cpu:.1f} | {base_wall / wall:.2f}x |")
+        lines.append(f"| {name} | {wall:.2f} | {mb / wall:.1f} | {cpu:.2f} | {mb / cpu:.1f} "
+                     f"| {base_wall / wall:.2f}x |")
     text = "\n".join(lines) + "\n"
     Path(args.results).write_text(text, encoding="utf-8")
     print(text)

@@ -158,7 +158,8 @@ def main() -> None:
     parser.add_argument("--samples", type=Path,
                         default=REPO.parent / "shared/corpus-samples/web/html_groundtruth")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/extraction.md")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved timing passes per extractor (fastest counts)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="interleaved timing passes per extractor (fastest counts)")
     args = parser.parse_args()
     sets = load_sets(args.samples)
     sizes = {name: len(pages) for name, (_, pages) in sets.items()}

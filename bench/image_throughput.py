@@ -429,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         "the breakdown passes call each side's steps in the order the library does (ours: the helpers of "
         "cleaners/image/checks.py; reference: the calls Resizer.__call__ makes) and check the bytes match",
     ]
-    command = shlex.join([".venv/bin/python", "bench/image_throughput.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join([".venv/bin/python", "bench/image_throughput.py",
+                          *(argv if argv is not None else sys.argv[1:])])
     report = render(ours_runs, ref_runs, paths, command, versions, notes)
     print(report)
     args.results.parent.mkdir(parents=True, exist_ok=True)

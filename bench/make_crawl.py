@@ -129,7 +129,8 @@ class PageMaker:
                 paragraphs[i] = " ".join(words)
             else:
                 pos = rng.randrange(len(paragraphs[i]))
-                paragraphs[i] = paragraphs[i][:pos] + rng.choice(("其实", "近来", "非常", "另外")) + paragraphs[i][pos + 2:]
+                paragraphs[i] = (paragraphs[i][:pos] + rng.choice(("其实", "近来", "非常", "另外"))
+                                 + paragraphs[i][pos + 2:])
         return lang, site, build_sample.Article(article.slug, article.title, tuple(paragraphs))
 
     def noise(self, kind: str, seed: int) -> tuple[build_sample.Site, bytes]:
@@ -139,7 +140,8 @@ class PageMaker:
             return site, _with_page_weight(build_sample.nav_only_page(site), rng).encode("utf-8")
         if kind == "spam":
             article = rng.choice(self.ing.spam)
-            site = build_sample.SPAM_SITE_ZH if re.search(r"[\u4e00-\u9fff]", article.title) else build_sample.SPAM_SITE_EN
+            site = (build_sample.SPAM_SITE_ZH if re.search(r"[\u4e00-\u9fff]", article.title)
+                    else build_sample.SPAM_SITE_EN)
             return site, self.render(site, article, seed)
         article = rng.choice(self.ing.other)
         site = build_sample.Site("Portal", f"www.{article.slug}-portal.example", article.slug, ("Home", "News"),

@@ -642,7 +642,8 @@ def main(argv: list[str] | None = None) -> int:
              "the true pairs. *drops with J(dropped, kept) >= T*: of the `minhash-duplicate-of:<kept>` rejects, "
              "how many are truly that similar to the document kept for them.",
              f"Strict pair precision of a perfect connected-components dedup on this set: "
-             f"{ceiling.true_pairs} / {ceiling.closure_pairs} = {ceiling.true_pairs / max(ceiling.closure_pairs, 1):.4f}"
+             f"{ceiling.true_pairs} / {ceiling.closure_pairs} = "
+             f"{ceiling.true_pairs / max(ceiling.closure_pairs, 1):.4f}"
              " (the goal of 0.95 applies to precision vs closure here, or to sets with one variant per base: "
              "`--max-variants 1`).",
              f"Other stages' rejects: {dict(first.others) or 'none'}.",

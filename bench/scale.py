@@ -55,13 +55,15 @@ def run_size(size_text: str, seed: int, python: str, config: str | None = None) 
            "--no-progress", *(["--config", config] if config else [])]
     m = dedup_scaling.measure(cmd, size_text, manifest["responses"], WORK / f"run-{size_text}.log", timeout_s=7200)
     if m.returncode != 0:
-        raise SystemExit(f"wudao text failed on {size_text} (exit {m.returncode}); log: {WORK / f'run-{size_text}.log'}")
+        raise SystemExit(f"wudao text failed on {size_text} (exit {m.returncode}); "
+                         f"log: {WORK / f'run-{size_text}.log'}")
     stats = json.loads((out / "stats.json").read_text("utf-8"))
     cpu = max(m.cpu_s, m.polled_cpu_s)
     return {"size": size_text, "responses": manifest["responses"], "mb": manifest["bytes"] / 1e6,
             "raw_mb": manifest["uncompressed_bytes"] / 1e6, "kept": stats.get("totals", {}).get("kept"),
             "wall_s": m.wall_s, "cpu_s": cpu, "docs_per_s": manifest["responses"] / m.wall_s,
-            "mb_per_s": manifest["bytes"] / 1e6 / m.wall_s, "raw_mb_per_s": manifest["uncompressed_bytes"] / 1e6 / m.wall_s,
+            "mb_per_s": manifest["bytes"] / 1e6 / m.wall_s,
+            "raw_mb_per_s": manifest["uncompressed_bytes"] / 1e6 / m.wall_s,
             "docs_per_cpu_s": manifest["responses"] / cpu, "peak_tree_mb": m.peak_tree_rss_mb,
             "runner_mb": m.runner_rss_mb, "worker_mb": m.worker_rss_mb, "by_kind": manifest["by_kind"],
             "drops": {s.get("stage"): s.get("dropped") for s in stats.get("stages", []) if s.get("dropped")}}
@@ -86,7 +88,8 @@ def render(rows: list[dict], command: str) -> str:
               "|---|---:|---:|---:|---:|---:|"]
     for r in rows[1:]:
         lines.append(f"| {r['size']} / {base['size']} | {r['mb'] / base['mb']:.2f} "
-                     f"| {r['docs_per_s'] / base['docs_per_s']:.2f} | {r['docs_per_cpu_s'] / base['docs_per_cpu_s']:.2f} "
+                     f"| {r['docs_per_s'] / base['docs_per_s']:.2f} "
+                     f"| {r['docs_per_cpu_s'] / base['docs_per_cpu_s']:.2f} "
                      f"| {r['peak_tree_mb'] / base['peak_tree_mb']:.2f} | {r['runner_mb'] / base['runner_mb']:.2f} |")
     lines += ["", "Rerun:", "", "```", command, "```", ""]
     for r in rows:

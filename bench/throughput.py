@@ -324,7 +324,8 @@ def render_table(rows: list[Measurement], manifest: dict, command: str, notes: l
         + f") in {len(manifest['shards'])} WARC.gz files, {sum(s['bytes'] for s in manifest['shards']) / 1e6:.1f} MB.",
         f"Machine: {machine or f'{os.cpu_count()} cores'}.",
         "",
-        "| run | docs in | docs kept | wall s | CPU s | docs/s per core | wall docs/s | ratio vs datatrove (per core) |",
+        "| run | docs in | docs kept | wall s | CPU s | docs/s per core | wall docs/s "
+        "| ratio vs datatrove (per core) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -365,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter of the project's venv, runs `-m pipelines.cli text` (default: this one)")
     parser.add_argument("--lid-model", type=Path, default=None,
-                        help=f"fastText LID model for datatrove's LanguageFilter (default {BUNDLED_LID_MODEL.relative_to(REPO)})")
+                        help="fastText LID model for datatrove's LanguageFilter "
+                             f"(default {BUNDLED_LID_MODEL.relative_to(REPO)})")
     parser.add_argument("--languages", default="en,zh", help="languages datatrove's LanguageFilter keeps")
     parser.add_argument("--repeat", type=int, default=1, help="runs per column; the table shows the median (default 1)")
     parser.add_argument("--only", choices=["datatrove", "wudao"], help="run one side only")
@@ -413,9 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([".venv/bin/python", "bench/throughput.py", *(argv if argv is not None else sys.argv[1:])])
     versions = []
     if dt_python is not None:
-        versions.append(f"datatrove side: {package_versions(dt_python, ['datatrove', 'trafilatura', 'spacy', 'fasttext-numpy2-wheel'])}")
+        versions.append(
+            "datatrove side: "
+            f"{package_versions(dt_python, ['datatrove', 'trafilatura', 'spacy', 'fasttext-numpy2-wheel'])}")
     if args.only != "datatrove":
-        versions.append(f"wudao side: {package_versions(args.python, ['apache-beam', 'trafilatura', 'fasttext-numpy2'])}")
+        versions.append("wudao side: "
+                        f"{package_versions(args.python, ['apache-beam', 'trafilatura', 'fasttext-numpy2'])}")
     notes = versions + notes + [f"FAILED run: {failure}" for failure in failures]
     machine = f"{os.cpu_count()} cores, {cpu_model()}, {platform.system()}, Python {platform.python_version()}"
     report = render_table(rows, manifest, command, notes, machine)

@@ -1,1 +1,2 @@
-"""Per-record steps: extraction, normalization, PII, language ID, heuristic and quality filters. Never imports apache_beam."""
+"""Per-record steps: extraction, normalization, PII, language ID, heuristic and quality filters. Never imports
+apache_beam."""

@@ -83,7 +83,8 @@ _FULLWIDTH_ALNUM_RE = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a]+")
 _FULLWIDTH_TABLE = {cp: cp - 0xFEE0 for r in ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A))
                     for cp in range(r[0], r[1] + 1)}
 # Tab, no-break space, ogham space, en quad..hair space, narrow nbsp, math space, ideographic space.
-_HSPACE_RE = re.compile("[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]{2,}|[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+_HSPACE_RE = re.compile("[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]{2,}"
+                        "|[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 _LINE_EDGE_SPACE_RE = re.compile(" \n ?|\n ")  # only where a space touches a line break
 _BLANK_LINES_RE = re.compile("\n{3,}")
 _PAIRED_MARKS = frozenset("\u2026\u2014")  # … and —: written in pairs in Chinese

@@ -208,7 +208,8 @@ def _cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
     image = run_image_demo(args.output, tokenizer_out, beam_args)
     print(format_summary(image["stats"], image["image_out"]))
     vq = image["vq"]
-    print(f"vq:       {image['vq_dir']} ({vq['config']['resolution']} px -> {vq['config']['resolution'] // vq['config']['downsample']}"
+    print(f"vq:       {image['vq_dir']} ({vq['config']['resolution']} px -> "
+          f"{vq['config']['resolution'] // vq['config']['downsample']}"
           f"x{vq['config']['resolution'] // vq['config']['downsample']} codes of {vq['config']['codebook_size']}; "
           f"{vq['steps']} steps in {vq['seconds']:.0f} s; held-out PSNR {vq['psnr_db']:.1f} dB, "
           f"codebook usage {vq['codebook_usage']:.0%})")
@@ -217,11 +218,11 @@ def _cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
           f"{sum(s['samples'] for s in cogview)} samples: [ROI1] caption [BASE] [BOI1] image codes [EOI1])")
     print("\nwudao demo: short GLM and CogView training runs on those shards (config tiny, CPU)")
     for kind, shard_dir, overrides in DEMO_TRAINING:
-        result = train_demo_model(kind, os.path.join(args.output, shard_dir), os.path.join(args.output, f"train_{kind}"),
-                                  overrides)
+        result = train_demo_model(kind, os.path.join(args.output, shard_dir),
+                                  os.path.join(args.output, f"train_{kind}"), overrides)
         print(f"{kind}: {result['steps']} steps in {result['seconds']:.0f} s, validation loss "
-              f"{result['val_loss_first']:.3f} -> {result['val_loss_last']:.3f}, {result['tokens_per_s']:,.0f} tokens/s "
-              f"({result['checkpoint']})")
+              f"{result['val_loss_first']:.3f} -> {result['val_loss_last']:.3f}, "
+              f"{result['tokens_per_s']:,.0f} tokens/s ({result['checkpoint']})")
     from pipelines.report import write_report
 
     print(f"\nreport:  {write_report(text_out, shards_out)}")
@@ -421,7 +422,8 @@ def _cmd_shards(args: argparse.Namespace, beam_args: list[str]) -> int:
             raise SystemExit("usage: wudao shards verify DIR")
         return main_verify(args.dir)
     if args.action or not (args.corpus and args.tokenizer and args.output):
-        raise SystemExit("usage: wudao shards --corpus GLOB --tokenizer DIR --output DIR [...] | wudao shards verify DIR")
+        raise SystemExit("usage: wudao shards --corpus GLOB --tokenizer DIR --output DIR [...] "
+                         "| wudao shards verify DIR")
     from pipelines.shards_job import write_shards
 
     import shlex
@@ -529,7 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     shards.add_argument("--shard-size", default="256MB")
     shards.add_argument("--val-fraction", type=float, default=0.01)
     shards.add_argument("--format", choices=["text", "cogview"], default="text",
-                        help="text: corpus JSONL; cogview: image-text tars -> [ROI1] caption [BASE] [BOI1] codes [EOI1]")
+                        help="text: corpus JSONL; cogview: image-text tars -> "
+                             "[ROI1] caption [BASE] [BOI1] codes [EOI1]")
     shards.add_argument("--vq", help="VQ checkpoint (vq.pt from `wudao tokenizer train-vq`) for --format cogview")
     shards.add_argument("--max-text-tokens", type=int, default=64, help="caption tokens kept (--format cogview)")
     shards.set_defaults(func=_cmd_shards)
@@ -537,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     trainp = sub.add_parser("train", help="train GLM or CogView (PyTorch) on tokenized shards")
     trainp.add_argument("--shards", required=True, help="shard folder or manifest.json (from `wudao shards`)")
     trainp.add_argument("--model", choices=["glm", "cogview"], required=True)
-    trainp.add_argument("--config", default="tiny", help="tiny, small, base, large, or a YAML file (base: NAME + fields)")
+    trainp.add_argument("--config", default="tiny",
+                        help="tiny, small, base, large, or a YAML file (base: NAME + fields)")
     trainp.add_argument("--steps", type=int, help="optimizer steps (default: the config's max_steps)")
     trainp.add_argument("--out", default="run", help="folder for ckpt.pt and metrics.jsonl")
     trainp.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt (same data position)")

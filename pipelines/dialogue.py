@@ -70,7 +70,8 @@ class ReadDialogues(beam.DoFn):
                         yield from _read_drop({"key": item.key, "source": item.source}, item.reason)
             except Exception as exc:  # a reader bug costs one file, not the run
                 progress.count(records_read=1)
-                yield from _read_drop({"key": f"{path}#error", "source": path}, f"damaged:reader-error:{type(exc).__name__}")
+                yield from _read_drop({"key": f"{path}#error", "source": path},
+                                      f"damaged:reader-error:{type(exc).__name__}")
 
     def finish_bundle(self) -> None:
         progress.flush()

@@ -167,9 +167,10 @@ class AdReplies(beam.PTransform):
 
     LCCC (section 3.2) treats a reply seen after many different contexts as an advertisement. Turns are compared
     normalized (`normalize_turn`); replies shorter than `min_reply_chars` (default 8, our choice) are never ads:
-    short stock replies follow every kind of context and are the generic-reply rule's business. Shuffles: (reply, context) pairs -> distinct contexts per reply with a capped
-    combiner -> flagged replies joined to the sessions that hold them -> sessions regrouped and split there
-    (reason `ad-reply` when no fragment of 2+ turns survives). Sessions that are not valid: `bad-input`."""
+    short stock replies follow every kind of context and are the generic-reply rule's business. Shuffles: (reply,
+    context) pairs -> distinct contexts per reply with a capped combiner -> flagged replies joined to the sessions
+    that hold them -> sessions regrouped and split there (reason `ad-reply` when no fragment of 2+ turns survives).
+    Sessions that are not valid: `bad-input`."""
 
     def __init__(self, stage: str = "ad_replies", max_contexts: int = 5, min_reply_chars: int = 8):
         super().__init__()
@@ -180,7 +181,8 @@ class AdReplies(beam.PTransform):
         self.stage, self.max_contexts, self.min_reply_chars = stage, max_contexts, min_reply_chars
 
     def expand(self, sessions):
-        checked = sessions | "Validate" >> beam.FlatMap(_validate_sessions(self.stage)).with_output_types(Any).with_outputs("bad", main="ok")
+        checked = (sessions | "Validate" >> beam.FlatMap(_validate_sessions(self.stage)).with_output_types(Any)
+                   .with_outputs("bad", main="ok"))
         sessions = checked.ok
 
         min_chars = self.min_reply_chars
@@ -250,7 +252,8 @@ class GenericReplies(beam.PTransform):
         self.stage, self.min_sessions, self.max_cover = stage, min_sessions, max_cover
 
     def expand(self, sessions):
-        checked = sessions | "Validate" >> beam.FlatMap(_validate_sessions(self.stage)).with_output_types(Any).with_outputs("bad", main="ok")
+        checked = (sessions | "Validate" >> beam.FlatMap(_validate_sessions(self.stage)).with_output_types(Any)
+                   .with_outputs("bad", main="ok"))
         sessions = checked.ok
         limit, max_cover, stage = self.min_sessions, self.max_cover, self.stage
 
@@ -288,7 +291,8 @@ class GenericReplies(beam.PTransform):
         split_out = ({"sessions": sessions | "KeySessions" >> beam.Map(lambda s: (join_key(s), s)),
                       "generic": places}
                      | "JoinSessions" >> beam.CoGroupByKey()
-                     | "Split" >> beam.FlatMap(split).with_output_types(Any).with_outputs("counts", "rejects", main="kept"))
+                     | "Split" >> beam.FlatMap(split).with_output_types(Any)
+                     .with_outputs("counts", "rejects", main="kept"))
         return _stage_output(split_out, checked.bad, stage)
 
 
@@ -425,7 +429,8 @@ class ThreadsToSessions(beam.PTransform):
 
         checked = posts | "Validate" >> beam.FlatMap(validate).with_output_types(Any).with_outputs("bad", main="ok")
         unique = (checked.ok | "GroupIds" >> beam.GroupByKey()
-                  | "DropDuplicateIds" >> beam.FlatMap(first_of_duplicates).with_output_types(Any).with_outputs("bad", main="ok"))
+                  | "DropDuplicateIds" >> beam.FlatMap(first_of_duplicates).with_output_types(Any)
+                  .with_outputs("bad", main="ok"))
         linked = unique.ok | "NoThreadId" >> beam.Filter(lambda post: thread_key(post) is None)
         roots = (linked
                  | "ParentLinks" >> beam.Map(lambda post: (post.id, post.parent_id))
@@ -447,7 +452,8 @@ class ThreadsToSessions(beam.PTransform):
 
         by_root = ({"post": linked | "KeyById" >> beam.Map(lambda post: (post.id, post)), "label": labels}
                    | "JoinLabels" >> beam.CoGroupByKey()
-                   | "KeyByRoot" >> beam.FlatMap(key_by_root).with_output_types(Any).with_outputs("unresolved", main="ok"))
+                   | "KeyByRoot" >> beam.FlatMap(key_by_root).with_output_types(Any)
+                   .with_outputs("unresolved", main="ok"))
         deep_marks = roots.deep_roots | "MarkDeep" >> beam.Map(lambda root: ("c\x00" + root, THREAD_TOO_DEEP))
         by_thread_id = (unique.ok | "WithThreadId" >> beam.Filter(lambda post: thread_key(post) is not None)
                         | "KeyByThreadId" >> beam.Map(lambda post: ("t\x00" + thread_key(post), post)))
@@ -475,6 +481,7 @@ class ThreadsToSessions(beam.PTransform):
 
         built = ((by_root.ok, deep_marks, by_thread_id) | "AllThreads" >> beam.Flatten()
                  | "GroupThreads" >> beam.GroupByKey()
-                 | "BuildThreads" >> beam.FlatMap(build).with_output_types(Any).with_outputs("counts", "rejects", main="kept"))
+                 | "BuildThreads" >> beam.FlatMap(build).with_output_types(Any)
+                 .with_outputs("counts", "rejects", main="kept"))
         bad = (checked.bad, unique.bad, by_root.unresolved) | "AllBad" >> beam.Flatten()
         return _stage_output(built, bad, stage)

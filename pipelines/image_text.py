@@ -265,7 +265,8 @@ def write_image_shards(kept: beam.PCollection, output: str, shard_size_bytes: in
                   | "TotalBytes" >> beam.CombineGlobally(sum)
                   | "NumShards" >> beam.Map(lambda total: max(1, math.ceil(total / shard_size_bytes))))
     return (samples
-            | "AssignShard" >> beam.Map(lambda s, n: (shard_of(s["__key__"], n), s), n=beam.pvalue.AsSingleton(num_shards))
+            | "AssignShard" >> beam.Map(lambda s, n: (shard_of(s["__key__"], n), s),
+                                        n=beam.pvalue.AsSingleton(num_shards))
             | "GroupShards" >> beam.GroupByKey()
             | "WriteShards" >> beam.ParDo(WriteImageShard(output))
             | "Entries" >> beam.combiners.ToList()
@@ -290,7 +291,8 @@ def build_image_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output
             | "Inputs" >> beam.Create(inputs)
             | "Match" >> MatchInputs()
             | "SpreadFiles" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadPairs(dict(config.get("read") or {}))).with_outputs(REJECTS, COUNTS, main="pairs"))
+            | "Read" >> beam.ParDo(ReadPairs(dict(config.get("read") or {})))
+            .with_outputs(REJECTS, COUNTS, main="pairs"))
     captions = (read.pairs
                 | "SpreadPairs" >> beam.Reshuffle()
                 | "Captions" >> beam.ParDo(CheckCaptions(dict(config.get("caption") or {})))

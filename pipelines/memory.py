@@ -10,8 +10,9 @@ Two glibc defaults make a long Beam run's resident memory creep up with the amou
 
 Measured with `python bench/scale.py` (bench/RESULTS.md, "Scale"): the arena cap, added with split reads, and
 the trim threshold, added with packed dedup shuffles, are in the rows that took the 300 MB peak from 5.5 GB to
-1.45 GB; neither was measured alone, and neither changed docs per CPU second. Worker processes read the variables when they start; this process, already running,
-gets the same settings through mallopt(). A variable the user already set is left alone.
+1.45 GB; neither was measured alone, and neither changed docs per CPU second. Worker processes read the
+variables when they start; this process, already running, gets the same settings through mallopt(). A variable
+the user already set is left alone.
 """
 from __future__ import annotations
 

@@ -247,7 +247,8 @@ def write_rejects_and_stats(kept: beam.PCollection, rejects: list, counts: list,
                     | "WriteRejects" >> beam.io.WriteToText(
                         FileSystems.join(output, REJECTS, "part"), file_name_suffix=".jsonl.gz", num_shards=num_shards))
     written = kept | "CountWritten" >> beam.Map(_count_written)
-    summed = [pcoll | f"SumBundle{i}" >> beam.ParDo(ledger.SumPerBundle()) for i, pcoll in enumerate([*counts, written])]
+    summed = [pcoll | f"SumBundle{i}" >> beam.ParDo(ledger.SumPerBundle())
+              for i, pcoll in enumerate([*counts, written])]
     _ = (summed | "AllCounts" >> beam.Flatten()
          | "SumCounts" >> beam.CombineGlobally(ledger.SumCounts())
          | "WriteStats" >> beam.ParDo(WriteStats(output, [*stage_order, WRITE_STAGE], extra),

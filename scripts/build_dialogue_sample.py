@@ -20,14 +20,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 OWN_SESSIONS = [
-    {"turns": ["周末去爬山吗？听说山顶的枫叶红了。", "好啊好啊好啊好啊好啊，几点出发？", "早上七点在地铁站集合吧。"], "lang": "zh"},
-    {"turns": ["@小明 你的快递到了，放在门卫室了。", "谢谢提醒，我下班就去拿。", "不客气，记得带上取件码。"], "lang": "zh"},
-    {"turns": ["这家店的火锅真的很好吃！", "地址发我一下 http://t.cn/A6abcdE 这个吗？", "对，就是这家，记得提前排队。"], "lang": "zh"},
-    {"turns": ["有问题可以直接打我电话13812345678或者加QQ：384726159", "好的，我晚上联系你。", "嗯，八点以后都有空。"], "lang": "zh"},
+    {"turns": ["周末去爬山吗？听说山顶的枫叶红了。", "好啊好啊好啊好啊好啊，几点出发？",
+               "早上七点在地铁站集合吧。"], "lang": "zh"},
+    {"turns": ["@小明 你的快递到了，放在门卫室了。", "谢谢提醒，我下班就去拿。",
+               "不客气，记得带上取件码。"], "lang": "zh"},
+    {"turns": ["这家店的火锅真的很好吃！", "地址发我一下 http://t.cn/A6abcdE 这个吗？",
+               "对，就是这家，记得提前排队。"], "lang": "zh"},
+    {"turns": ["有问题可以直接打我电话13812345678或者加QQ：384726159", "好的，我晚上联系你。",
+               "嗯，八点以后都有空。"], "lang": "zh"},
     {"turns": ["今天的作业好难啊", "嗯", "哪一题不会？我可以帮你看看。", "第三题，关于函数的那道。"], "lang": "zh"},
-    {"turns": ["#周末去哪儿# 推荐一个适合带孩子的公园吧[哈哈]", "城东的湿地公园不错，有很多鸟。", "谢谢，这周就去看看。"], "lang": "zh"},
-    {"turns": ["Are you coming to the book club on Thursday?", "Yes, I finished the novel last night.", "Great, bring your notes, we will start at seven."], "lang": "en"},
-    {"turns": ["Are you coming to the book club on Thursday?", "Yes, I finished the novel last night.", "Great, bring your notes, we will start at seven."], "lang": "en"},
+    {"turns": ["#周末去哪儿# 推荐一个适合带孩子的公园吧[哈哈]", "城东的湿地公园不错，有很多鸟。",
+               "谢谢，这周就去看看。"], "lang": "zh"},
+    {"turns": ["Are you coming to the book club on Thursday?", "Yes, I finished the novel last night.",
+               "Great, bring your notes, we will start at seven."], "lang": "en"},
+    {"turns": ["Are you coming to the book club on Thursday?", "Yes, I finished the novel last night.",
+               "Great, bring your notes, we will start at seven."], "lang": "en"},
 ]
 AD = "加微信领取优惠券，全场五折包邮！"
 AD_CONTEXTS = ["今天天气真好。", "这部电影太好看了。", "晚饭吃什么呢？", "我的猫又胖了。", "明天要考试了，好紧张。",
@@ -49,7 +56,8 @@ def lccc_slice(samples: Path) -> tuple[bytes, bytes]:
     data = json.loads((samples / "dialogue/cdial-gpt_lccc/toy_data.json").read_text("utf-8"))
     small = {split: rows[:20] for split, rows in data.items()}
     tsv = (samples / "dialogue/cdial-gpt_lccc/toy_train.txt").read_text("utf-8").splitlines()[:60]
-    return (json.dumps(small, ensure_ascii=False, indent=1) + "\n").encode("utf-8"), ("\n".join(tsv) + "\n").encode("utf-8")
+    return ((json.dumps(small, ensure_ascii=False, indent=1) + "\n").encode("utf-8"),
+            ("\n".join(tsv) + "\n").encode("utf-8"))
 
 
 def kdconv_slice(samples: Path) -> bytes:

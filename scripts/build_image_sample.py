@@ -85,7 +85,8 @@ class Sample:
 
 # ---------------------------------------------------------------- drawing
 
-def _polygon(cx: float, cy: float, radius: float, points: int, inner: float | None, turn: float) -> list[tuple[float, float]]:
+def _polygon(cx: float, cy: float, radius: float, points: int, inner: float | None,
+             turn: float) -> list[tuple[float, float]]:
     """Regular polygon (or star when `inner` is set) around (cx, cy), first vertex at angle `turn` degrees."""
     vertices, count = [], points * 2 if inner else points
     for i in range(count):
@@ -342,9 +343,9 @@ def parquet_samples(rng: random.Random, samples_dir: Path, near_original: bytes)
     dj = samples_dir / DJ_DATA
     raw = f"https://github.com/modelscope/data-juicer/raw/{DJ_COMMIT}/tests/ops/data"
     rows = [
-        Sample(PARQUET, "0", "<__dj__image> A comfortable bed.", downscaled_photo(dj / "img1.png"), url=f"{raw}/img1.png",
-               case="photo-bed", expect=kept("en", "real photo; data-juicer's <__dj__image> token removed",
-                                             "A comfortable bed.")),
+        Sample(PARQUET, "0", "<__dj__image> A comfortable bed.", downscaled_photo(dj / "img1.png"),
+               url=f"{raw}/img1.png", case="photo-bed",
+               expect=kept("en", "real photo; data-juicer's <__dj__image> token removed", "A comfortable bed.")),
         Sample(PARQUET, "1", "<__dj__image> A bus.", downscaled_photo(dj / "img2.jpg"), url=f"{raw}/img2.jpg",
                case="photo-bus", expect=dropped("caption", "too-short", "real caption of two words; min_words 3")),
         Sample(PARQUET, "2", "<__dj__image> Black and white photograph of a woman holding an umbrella.",
@@ -371,7 +372,8 @@ def parquet_samples(rng: random.Random, samples_dir: Path, near_original: bytes)
                                                       "reason_prefix": "phash-duplicate-of:",
                                                       "duplicate_of": f"{TAR}#{{near}}",
                                                       "why": "the tar's orange star at 90 % size, JPEG q70: "
-                                                             "perceptual hash within 4 bits; the original has more pixels"}))
+                                                             "perceptual hash within 4 bits; "
+                                                             "the original has more pixels"}))
     purple = drawing("diamond", "purple", "gray")
     rows.append(Sample(PARQUET, "7", zh(purple), jpeg(render(purple)), case="good-zh", expect=good(zh(purple), "zh")))
     for row in rows:
@@ -487,7 +489,8 @@ def expected(tar: list[Sample], parquet: list[Sample], urls: list[Sample]) -> di
         "built_with": {"pillow": PIL.__version__, "numpy": np.__version__, "pyarrow": pa.__version__},
         "files": {
             TAR: {"format": "WebDataset tar (img2dataset layout: KEY.jpg|png, KEY.txt, KEY.json)", "samples": len(tar)},
-            PARQUET: {"format": "Parquet, columns caption (string), image (binary), url (string)", "rows": len(parquet)},
+            PARQUET: {"format": "Parquet, columns caption (string), image (binary), url (string)",
+                      "rows": len(parquet)},
             TSV: {"format": "img2dataset url list, tab-separated, header url\tcaption; urls relative to served/",
                   "rows": len(urls), "served": SERVED},
         },
@@ -507,7 +510,8 @@ def build(samples_dir: Path) -> dict[str, bytes]:
     for s in urls:
         if s.image is not None:
             files[f"{SERVED}/{s.url}"] = s.image
-    files["expected.json"] = (json.dumps(expected(tar, parquet, urls), ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+    files["expected.json"] = (json.dumps(expected(tar, parquet, urls), ensure_ascii=False, indent=1)
+                              + "\n").encode("utf-8")
     return files
 
 

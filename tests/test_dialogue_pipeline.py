@@ -58,7 +58,8 @@ def test_planted_cases(sample_run):
     # the thread: two root-to-leaf paths of the branching thread, the orphan reply, a counted cycle
     assert ["求推荐适合新手的相机，预算三千左右。", "入门微单就够了，二手的性价比更高。",
             "二手的会不会有问题？怎么挑比较好？", "看快门次数和外观，最好当面验机。"] in sessions
-    assert ["求推荐适合新手的相机，预算三千左右。", "我去年买的那款挺好用的，推荐给你。", "能说一下具体型号吗？谢谢！"] in sessions
+    assert ["求推荐适合新手的相机，预算三千左右。", "我去年买的那款挺好用的，推荐给你。",
+            "能说一下具体型号吗？谢谢！"] in sessions
     assert stats_reason(stats, "threads", "cycle") == 2
     # the duplicated English session is kept once; the bad JSON line is counted
     assert sum(s[0] == "Are you coming to the book club on Thursday?" for s in sessions) == 1

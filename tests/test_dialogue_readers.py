@@ -265,7 +265,8 @@ def test_real_lccc_splits_and_speakers(corpus_samples):
     assert toy[0].key == "toy_data.json#valid/0"
     assert toy[0].turns == ["遭淋安逸了？", "是哈，你没遭撒？", "晚班", "那起来这么早，这天气多适合睡觉", "睡不着了"]
     chat = list(iter_dialogue_file((base / "flagai_chatalpaca/convo_samples.jsonl").open("rb"), "c.jsonl"))
-    assert chat[0].meta["source_id"] == "chatalpaca_data_10k_0" and chat[0].turns[0] == "Find the product of the numbers: 5 and 8"
+    assert (chat[0].meta["source_id"] == "chatalpaca_data_10k_0"
+            and chat[0].turns[0] == "Find the product of the numbers: 5 and 8")
     assert all(set(item.speakers) <= {"human", "gpt"} and len(item.speakers) == len(item.turns) for item in chat)
     film = list(iter_dialogue_file((base / "kdconv/film_dev.json").open("rb"), "film_dev.json"))
     assert film[0].turns[0] == "知道恋恋笔记本这部电影吗？" and film[0].meta["name"]

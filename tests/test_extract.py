@@ -18,8 +18,10 @@ ARTICLE_EN = """<!DOCTYPE html><html><head><title>River cleanup draws volunteers
 <header><div class="logo">Town Gazette</div></header>
 <article>
 <h1>River cleanup draws volunteers</h1>
-<p>More than two hundred volunteers gathered on Saturday morning to clear rubbish from the banks of the river that runs through the old town.</p>
-<p>Organisers said they collected forty bags of plastic, three shopping trolleys and an abandoned bicycle before noon.</p>
+<p>More than two hundred volunteers gathered on Saturday morning to clear rubbish from the banks of the river that \
+runs through the old town.</p>
+<p>Organisers said they collected forty bags of plastic, three shopping trolleys and an abandoned bicycle before \
+noon.</p>
 <p>The council has promised to install new bins along the footpath and to repeat the event every spring.</p>
 </article>
 <footer><p>Copyright 2024 Town Gazette. All rights reserved.</p><a href="/privacy">Privacy policy</a></footer>
@@ -27,7 +29,8 @@ ARTICLE_EN = """<!DOCTYPE html><html><head><title>River cleanup draws volunteers
 EN_PARAGRAPHS = [
     "More than two hundred volunteers gathered on Saturday morning to clear rubbish from the banks of the river "
     "that runs through the old town.",
-    "Organisers said they collected forty bags of plastic, three shopping trolleys and an abandoned bicycle before noon.",
+    "Organisers said they collected forty bags of plastic, three shopping trolleys and an abandoned bicycle "
+    "before noon.",
     "The council has promised to install new bins along the footpath and to repeat the event every spring.",
 ]
 
@@ -88,7 +91,8 @@ def test_extract_html_accepts_bytes_and_chinese():
 
 
 @pytest.mark.parametrize("html", ["", "<html><body></body></html>",
-                                  "<html><head><script>var a = 1;</script></head><body><img src='x.png'></body></html>"])
+                                  "<html><head><script>var a = 1;</script></head>"
+                                  "<body><img src='x.png'></body></html>"])
 def test_extract_html_returns_none_without_main_text(html):
     assert extract_html(html) is None
 
@@ -107,7 +111,8 @@ def test_gbk_page_with_header_charset(extractor):
 
 
 def test_big5_page_with_meta_charset(extractor):
-    page = zh_page("城市公園完成改造", ZH_TW_PARAGRAPHS, '<meta http-equiv="Content-Type" content="text/html; charset=big5">',
+    page = zh_page("城市公園完成改造", ZH_TW_PARAGRAPHS,
+                   '<meta http-equiv="Content-Type" content="text/html; charset=big5">',
                    nav=("首頁", "國內"), footer="版權所有 2024")
     doc = extractor.process(raw_html(page.encode("big5")))
     assert doc.text == "\n".join(ZH_TW_PARAGRAPHS)
@@ -130,7 +135,8 @@ def test_too_large(extractor):
 
 def test_empty_pages(extractor):
     assert extractor.process(raw_html(b"")) == "extract-empty"
-    assert extractor.process(raw_html(b"<html><head><style>p {}</style></head><body><br></body></html>")) == "extract-empty"
+    assert (extractor.process(raw_html(b"<html><head><style>p {}</style></head><body><br></body></html>"))
+            == "extract-empty")
     assert extractor.process(RawPage(key="k", source="s")) == "extract-empty"
 
 

@@ -92,7 +92,8 @@ def test_switches_turn_rules_off():
                              "Enable JavaScript for the full site experience."])
     loose = C4(filter_no_terminal_punct=False, filter_lorem_ipsum=False, filter_javascript=False)
     assert loose.apply(doc(text)).text == text
-    assert C4(remove_citations=False).apply(doc("\n".join(GOOD + ["Cited here in the text [2]."]))).text.endswith("[2].")
+    assert (C4(remove_citations=False).apply(doc("\n".join(GOOD + ["Cited here in the text [2]."])))
+            .text.endswith("[2]."))
 
 
 def test_bad_params_raise():

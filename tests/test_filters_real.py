@@ -14,16 +14,27 @@ ENGLISH_STEPS = ["gopher_quality", "gopher_repetition", "c4", "fineweb", "wordli
 CHINESE_STEPS = ["wudao_zh", "wordlist"]
 
 ENGLISH_ARTICLE = """\
-When the old textile mill on the east bank of the river closed in 1987, most people in town expected the building to be torn down within a year.
-Instead, it stood empty for more than three decades, its brick walls slowly covered by ivy and its windows broken one by one.
-Last spring, a group of local teachers, engineers and retired factory workers formed a cooperative with a simple goal: to turn the mill into a place where people could learn practical skills again.
-They raised money through small donations, applied for a regional heritage grant and spent every weekend clearing debris from the ground floor.
-The first workshop opened in September. It offers evening classes in carpentry, basic electronics and bicycle repair, taught by volunteers who once worked in the trades themselves.
-"We wanted a room where a teenager and a seventy-year-old could stand at the same bench and fix something together," said Maria Lopez, who taught physics at the high school for twenty years.
-Attendance has grown faster than anyone predicted. More than two hundred people signed up for the autumn term, and the waiting list for the welding course is already full until next summer.
-The cooperative now plans to restore the upper floors, which still hold rows of cast-iron looms. Some of the machines will be repaired and shown to school groups, while the rest of the space will become studios that artists can rent at low cost.
-Not everyone is convinced the project can last. Heating the building through the winter is expensive, and the roof needs repairs that the grant does not cover.
-Still, the volunteers remain optimistic. On a recent Saturday, the main hall was full of the sound of saws and soldering irons, and for the first time in decades the lights of the old mill stayed on late into the evening.
+When the old textile mill on the east bank of the river closed in 1987, most people in town expected the building to \
+be torn down within a year.
+Instead, it stood empty for more than three decades, its brick walls slowly covered by ivy and its windows broken one \
+by one.
+Last spring, a group of local teachers, engineers and retired factory workers formed a cooperative with a simple \
+goal: to turn the mill into a place where people could learn practical skills again.
+They raised money through small donations, applied for a regional heritage grant and spent every weekend clearing \
+debris from the ground floor.
+The first workshop opened in September. It offers evening classes in carpentry, basic electronics and bicycle repair, \
+taught by volunteers who once worked in the trades themselves.
+"We wanted a room where a teenager and a seventy-year-old could stand at the same bench and fix something together," \
+said Maria Lopez, who taught physics at the high school for twenty years.
+Attendance has grown faster than anyone predicted. More than two hundred people signed up for the autumn term, and \
+the waiting list for the welding course is already full until next summer.
+The cooperative now plans to restore the upper floors, which still hold rows of cast-iron looms. Some of the machines \
+will be repaired and shown to school groups, while the rest of the space will become studios that artists can rent at \
+low cost.
+Not everyone is convinced the project can last. Heating the building through the winter is expensive, and the roof \
+needs repairs that the grant does not cover.
+Still, the volunteers remain optimistic. On a recent Saturday, the main hall was full of the sound of saws and \
+soldering irons, and for the first time in decades the lights of the old mill stayed on late into the evening.
 """
 
 CHINESE_ARTICLE = """\

@@ -47,7 +47,8 @@ def test_cut_unfinished_sentence():
     # no sentence end at all: a heading or caption stays for the length rule to judge
     assert cut_unfinished_sentence("第三章 城市的发展与变迁") == "第三章 城市的发展与变迁"
     # a decimal point is no sentence end; a colon-ended lead-in is not cut
-    assert cut_unfinished_sentence("价格为3.5元，比去年同期上涨了百分之十二") == "价格为3.5元，比去年同期上涨了百分之十二"
+    assert (cut_unfinished_sentence("价格为3.5元，比去年同期上涨了百分之十二")
+            == "价格为3.5元，比去年同期上涨了百分之十二")
     assert cut_unfinished_sentence("原因如下。主要有以下几点：") == "原因如下。主要有以下几点："
 
 

@@ -224,11 +224,13 @@ def test_dedup_run_with_bad_types_deep_json_and_surrogates(tmp_path):
 
 
 def test_dialogue_run_with_surrogate_turns_and_broken_links(tmp_path):
-    lines = [json.dumps({"id": "s\ud800", "turns": ["你好，今天天气怎么样\udc00？", "挺好的，阳光明媚，适合出去走走。"]},
+    lines = [json.dumps({"id": "s\ud800",
+                         "turns": ["你好，今天天气怎么样\udc00？", "挺好的，阳光明媚，适合出去走走。"]},
                         ensure_ascii=True),
              json.dumps({"turns": ["周末有什么安排吗？", "打算去图书馆看书，你呢？"]}, ensure_ascii=False)]
     out = run_on_hostile_folder(tmp_path, "dialogue", lines)
     rows = read_output(out, "corpus")
-    assert sorted(row["turns"] for row in rows) == sorted([["你好，今天天气怎么样\ufffd？", "挺好的，阳光明媚，适合出去走走。"],
-                                                        ["周末有什么安排吗？", "打算去图书馆看书，你呢？"]])
+    assert sorted(row["turns"] for row in rows) == sorted(
+        [["你好，今天天气怎么样\ufffd？", "挺好的，阳光明媚，适合出去走走。"],
+         ["周末有什么安排吗？", "打算去图书馆看书，你呢？"]])
     assert any("bad\ufffdname.jsonl" in row["source"] for row in rows + read_output(out, "rejects"))

@@ -76,7 +76,8 @@ def test_rebuild_writes_the_same_file_set_and_version_independent_bytes(rebuilt)
 
 def test_rebuild_is_byte_identical_with_the_recorded_library_versions(rebuilt):
     if not same_versions(load_build()):
-        pytest.skip(f"JPEG/PNG/Parquet bytes were built with {EXPECTED['built_with']}; other versions encode differently")
+        pytest.skip(f"JPEG/PNG/Parquet bytes were built with {EXPECTED['built_with']}; "
+                    "other versions encode differently")
     shipped = shipped_files()
     differing = [name for name in shipped if rebuilt[name] != shipped[name]]
     assert differing == []

@@ -191,7 +191,8 @@ _EN_WORDS = ("time year people way day man thing woman life child world school s
              "country problem hand part place case week company system program question work government "
              "number night point home water room mother area money story fact month lot right study book "
              "eye job word business issue side kind head house service friend father power hour game line").split()
-_JA_WORDS = "わたし あなた これ それ ここ そこ ありがとう すみません おはよう こんにちは たべる のむ みる いく くる".split()
+_JA_WORDS = ("わたし あなた これ それ ここ そこ ありがとう すみません おはよう "
+             "こんにちは たべる のむ みる いく くる").split()
 
 
 def _train_glotlid_style(tmp_path: Path) -> str:

@@ -94,7 +94,8 @@ def test_near_duplicate_changes_few_words():
         a, b = "".join(article.paragraphs), "".join(near.paragraphs)
         assert a != b
         if lang == "en":
-            assert sum(x != y for x, y in zip(" ".join(article.paragraphs).split(), " ".join(near.paragraphs).split())) <= 5
+            assert sum(x != y for x, y in zip(" ".join(article.paragraphs).split(),
+                                              " ".join(near.paragraphs).split())) <= 5
         else:
             assert abs(len(a) - len(b)) <= 5 * 2
     assert maker.article(1) == maker.article(1) and maker.article(1) != maker.article(2)

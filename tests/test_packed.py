@@ -7,7 +7,8 @@ import math
 
 from pipelines.dedup.packed import pack, unpack
 
-RECORD = {"id": "8dd5e3c3", "title": "骑车上班一年", "content": "去年春天，公司搬到了城东。\n" * 40 + "emoji 🚲 and \u0000 nul",
+RECORD = {"id": "8dd5e3c3", "title": "骑车上班一年",
+          "content": "去年春天，公司搬到了城东。\n" * 40 + "emoji 🚲 and \u0000 nul",
           "lang": "zh", "scores": {"lang": 0.9999999999999999, "quality": 1e-300}, "date": None, "n": 3,
           "flag": True, "_key": "crawl.warc.gz#123"}
 

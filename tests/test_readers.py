@@ -30,7 +30,8 @@ def warc_record(wtype: str, block: bytes, uri: str = "http://example.com/", cont
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + block + b"\r\n\r\n"
 
 
-def http_response(body: bytes, status: str = "200 OK", headers: tuple[str, ...] = ("Content-Type: text/html",)) -> bytes:
+def http_response(body: bytes, status: str = "200 OK",
+                  headers: tuple[str, ...] = ("Content-Type: text/html",)) -> bytes:
     return ("HTTP/1.1 " + status + "\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n").encode() + body
 
 
@@ -69,7 +70,8 @@ PAGE2 = b"<html><body><p>second page</p></body></html>"
 
 RECORDS = [
     warc_record("warcinfo", b"software: test\r\n", "", "application/warc-fields"),
-    warc_record("request", b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", content_type="application/http; msgtype=request"),
+    warc_record("request", b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
+                content_type="application/http; msgtype=request"),
     response(HTML, headers=("Content-Type: text/html; charset=UTF-8",), uri="<http://example.com/a>"),
     response(b"", "301 Moved Permanently", ("Location: /b",)),
     response(b"\x89PNG\r\n\x1a\n", headers=("Content-Type: image/png",)),
@@ -118,7 +120,8 @@ def test_whole_file_as_one_gzip_member_keys_count_decoded_bytes_in_the_member():
 
 
 def test_chunked_transfer_encoding_is_undone():
-    chunked = b"1a;ext=1\r\n" + HTML[:26] + b"\r\n" + f"{len(HTML) - 26:x}".encode() + b"\r\n" + HTML[26:] + b"\r\n0\r\n\r\n"
+    chunked = (b"1a;ext=1\r\n" + HTML[:26] + b"\r\n" + f"{len(HTML) - 26:x}".encode() + b"\r\n" + HTML[26:]
+               + b"\r\n0\r\n\r\n")
     [page] = read_all(response(chunked, headers=("Content-Type: text/html", "Transfer-Encoding: chunked")))
     assert page.html == HTML and "bad_chunking" not in page.meta
 
@@ -179,7 +182,8 @@ def test_gbk_payload_keeps_bytes_and_header_charset():
 
 
 def test_missing_content_type_is_sniffed():
-    items = read_all(response(b"  \n<!DOCTYPE html><html>x</html>", headers=()) + response(b"\x00\x01binary", headers=()))
+    items = read_all(response(b"  \n<!DOCTYPE html><html>x</html>", headers=())
+                     + response(b"\x00\x01binary", headers=()))
     assert isinstance(items[0], RawPage) and items[0].content_type == "text/html"
     assert items[1].reason == "non-html:unknown"
 
@@ -289,15 +293,20 @@ def test_arc_v1_records():
     desc = b"1 1 InternetArchive\nURL IP-address Archive-date Content-type Archive-length\n"
     parts = [arc_record("filedesc://x.arc", "text/plain", desc),
              arc_record("dns:example.com", "text/dns", b"20080430204825\nexample.com. 60 IN A 1.2.3.4\n"),
-             arc_record("http://example.com/", "text/html", http_response(HTML, headers=("Content-Type: text/html; charset=iso-8859-1",))),
-             arc_record("http://example.com/x.gif", "image/gif", http_response(b"GIF89a", headers=("Content-Type: image/gif",)))]
+             arc_record("http://example.com/", "text/html",
+                        http_response(HTML, headers=("Content-Type: text/html; charset=iso-8859-1",))),
+             arc_record("http://example.com/x.gif", "image/gif",
+                        http_response(b"GIF89a", headers=("Content-Type: image/gif",)))]
     items = read_all(b"".join(parts), "x.arc")
-    assert [i.reason if isinstance(i, Skip) else "page" for i in items] == ["arcinfo", "non-html:text/dns", "page", "non-html:image/gif"]
+    assert [i.reason if isinstance(i, Skip) else "page" for i in items] == [
+        "arcinfo", "non-html:text/dns", "page", "non-html:image/gif"]
     assert [i.key for i in items] == [f"x.arc#{o}" for o in offsets(parts)]
     page = items[2]
-    assert (page.url, page.date, page.html, page.http_charset) == ("http://example.com/", "2008-04-30T20:48:25Z", HTML, "iso-8859-1")
+    assert (page.url, page.date, page.html, page.http_charset) == (
+        "http://example.com/", "2008-04-30T20:48:25Z", HTML, "iso-8859-1")
     cut = read_all(b"".join(parts)[:-10], "x.arc")
-    assert [i.reason if isinstance(i, Skip) else "page" for i in cut] == ["arcinfo", "non-html:text/dns", "page", "damaged:truncated"]
+    assert [i.reason if isinstance(i, Skip) else "page" for i in cut] == [
+        "arcinfo", "non-html:text/dns", "page", "damaged:truncated"]
     gz = read_all(b"".join(gzip.compress(p) for p in parts), "x.arc.gz")
     assert [s[2:] for s in summary(gz)] == [s[2:] for s in summary(items)]
 
@@ -319,7 +328,8 @@ SAMPLE_COUNTS = {
     "commoncrawl_whirlwind/whirlwind.warc.gz": (4, {"page": 1, "warcinfo": 1, "request": 1, "metadata": 1}),
     "commoncrawl_whirlwind/whirlwind.warc.wat.gz": (2, {"warcinfo": 1, "metadata": 1}),
     "commoncrawl_whirlwind/whirlwind.warc.wet.gz": (2, {"page": 1, "warcinfo": 1}),
-    "dolma/sample-0000.warc.gz": (48, {"page": 22, "warcinfo": 1, "request": 22, "metadata": 1, "non-html:text/plain": 2}),
+    "dolma/sample-0000.warc.gz": (48, {"page": 22, "warcinfo": 1, "request": 22, "metadata": 1,
+                                       "non-html:text/plain": 2}),
     "jwarc/cc.warc.gz": (1, {"page": 1}),
     "jwarc/gzip_extra_sl.warc.gz": (1, {"warcinfo": 1}),
     "resiliparse/block-sized-records.warc.gz": (3, {"warc-type:unknown": 3}),
@@ -365,10 +375,12 @@ def test_sample_files_exact_counts_and_every_record_once(corpus_samples, name):
 
 def test_sample_pages_are_decoded_payloads(corpus_samples):
     warc = corpus_samples / "web/warc"
-    [chunked] = [i for i in read_all((warc / "warcio/example-iana.org-chunked.warc").read_bytes()) if isinstance(i, RawPage)]
+    [chunked] = [i for i in read_all((warc / "warcio/example-iana.org-chunked.warc").read_bytes())
+                 if isinstance(i, RawPage)]
     assert chunked.html.startswith(b"<!doctype html>") and b"\r\n001c37" not in chunked.html
     assert chunked.html.rstrip().endswith(b"</html>") and chunked.http_charset == "utf-8"
-    [gz] = [i for i in read_all((warc / "warcio/example-bad-non-chunked.warc.gz").read_bytes()) if isinstance(i, RawPage)]
+    [gz] = [i for i in read_all((warc / "warcio/example-bad-non-chunked.warc.gz").read_bytes())
+            if isinstance(i, RawPage)]
     assert gz.html.startswith(b"<!doctype html>") and b"Example Domain" in gz.html
     dolma = [i for i in read_all((warc / "dolma/sample-0000.warc.gz").read_bytes()) if isinstance(i, RawPage)]
     assert dolma[0].url == "https://www.semanticscholar.org/research/research-team"
@@ -402,7 +414,8 @@ def test_jsonl_records_bad_lines_counted_and_rest_read(compress):
         (f"{name}#1", "正文内容"), (f"{name}#2", "plain text"), (f"{name}#3", "bad-json"),
         (f"{name}#5", "bad-json"), (f"{name}#6", "no-text"), (f"{name}#7", "last line, no newline")]
     first = items[0]
-    assert (first.title, first.url, first.meta) == ("标题", "http://zh.example/1", {"id": 7, "dataType": "新闻", "uniqueKey": "u"})
+    assert (first.title, first.url, first.meta) == (
+        "标题", "http://zh.example/1", {"id": 7, "dataType": "新闻", "uniqueKey": "u"})
     assert items[1].url == "http://en.example/2"
 
 
@@ -429,7 +442,8 @@ def test_json_array_streams_and_a_broken_array_is_damage():
     with_bom = b"\xef\xbb\xbf  [ {\"content\": \"\xe4\xb8\xad\"} ]"
     assert [i.text for i in read_all(with_bom, "a.json")] == ["中"]
     broken = b'[{"content": "a"}, {"content": "b"'
-    assert [i.reason if isinstance(i, Skip) else i.text for i in read_all(broken, "a.json")] == ["a", "damaged:bad-json"]
+    assert [i.reason if isinstance(i, Skip) else i.text for i in read_all(broken, "a.json")] == [
+        "a", "damaged:bad-json"]
 
 
 def test_html_files_plain_and_gzip(corpus_samples):

@@ -1,4 +1,5 @@
-"""Deterministic tokenized WebDataset shards: writer, manifest/verify and the Beam job (shards/, pipelines/shards_job)."""
+"""Deterministic tokenized WebDataset shards: writer, manifest/verify and the Beam job (shards/,
+pipelines/shards_job)."""
 from __future__ import annotations
 
 import gzip

@@ -390,8 +390,8 @@ def load_weights(path: str, map_location: str | torch.device = "cpu") -> object:
     except pickle.UnpicklingError as exc:
         if "Unsupported global" in str(exc):  # torch's weights-only unpickler met a class or function
             raise CheckpointError(
-                f"{path}: refused: it holds objects that could run code when loaded. Only checkpoints written by `wudao train` or `wudao tokenizer "
-                "train-vq` and plain state dicts of tensors load.") from None
+                f"{path}: refused: it holds objects that could run code when loaded. Only checkpoints written by "
+                "`wudao train` or `wudao tokenizer train-vq` and plain state dicts of tensors load.") from None
         detail = "UnpicklingError"  # torch's text here suggests weights_only=False: not repeated
     except Exception as exc:  # RuntimeError (bad zip), EOFError (empty), KeyError... for other bytes
         first = str(exc).strip().split("\n")[0].split(". ")[0][:160]

@@ -96,7 +96,8 @@ def expand_sources(sources: Iterable) -> Iterator:
             continue
         path = os.fspath(item)
         if os.path.isdir(path):
-            found = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and (_is_image(str(p)) or _is_tar(str(p))))
+            found = sorted(str(p) for p in Path(path).rglob("*")
+                           if p.is_file() and (_is_image(str(p)) or _is_tar(str(p))))
             yield from found
         elif glob.has_magic(path):
             yield from sorted(glob.glob(path, recursive=True))

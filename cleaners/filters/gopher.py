@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from cleaners.document import Document
 from cleaners.filters.params import check_fraction, check_ngram_thresholds, check_non_negative, check_range
-from cleaners.filters.text_stats import duplicate_ngram_char_fraction, duplicate_stats, stats_for, top_ngram_char_fraction
+from cleaners.filters.text_stats import (duplicate_ngram_char_fraction, duplicate_stats, stats_for,
+                                         top_ngram_char_fraction)
 from cleaners.step import Filter, register
 
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -179,7 +180,8 @@ class GopherRepetition(Filter):
         return None
 
     @staticmethod
-    def _block_repetition(blocks: list[str], kind: str, max_frac: float | None, max_char_frac: float | None) -> str | None:
+    def _block_repetition(blocks: list[str], kind: str, max_frac: float | None,
+                          max_char_frac: float | None) -> str | None:
         if not blocks or (max_frac is None and max_char_frac is None):
             return None
         repeats, repeat_chars = duplicate_stats(blocks)

@@ -2,8 +2,8 @@
 
 A stage is a PTransform from a PCollection of corpus records (dicts in the WuDao schema: `id`, `content`,
 `title`, `url`, `date`, `lang`, `scores`, ...) to a `StageOutput`. For every record it sees, a stage emits
-exactly one count dict (`{"<stage>|in": 1, "<stage>|out": 1}` or `{"<stage>|in": 1, "<stage>|drop|<reason>": 1}`, see `ledger_reason`)
-so that stats.json keeps in = out + dropped, and one reject row per dropped record.
+exactly one count dict (`{"<stage>|in": 1, "<stage>|out": 1}` or `{"<stage>|in": 1, "<stage>|drop|<reason>": 1}`,
+see `ledger_reason`) so that stats.json keeps in = out + dropped, and one reject row per dropped record.
 """
 from __future__ import annotations
 

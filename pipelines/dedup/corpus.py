@@ -38,7 +38,8 @@ def prepare(record: Any, key: str) -> dict[str, Any] | str:
     stages cannot use drops the record as `bad-field:<name>`."""
     if not isinstance(record, dict):
         return "not-an-object"
-    field = "content" if isinstance(record.get("content"), str) else "text" if isinstance(record.get("text"), str) else None
+    field = ("content" if isinstance(record.get("content"), str)
+             else "text" if isinstance(record.get("text"), str) else None)
     if field is None:
         return "no-text"
     for name in ("url", "title", "date"):

@@ -1,8 +1,9 @@
 """Parquet text corpora -> `RawPage` / `Skip`, streamed batch by batch with pyarrow.
 
 Columns: `content` or `text` (required; `content` wins, as in the WuDaoCorpora schema; a string, or a list of
-strings joined by newlines, else the row drops as `bad-text-type`), optional `url`, `title`, `id`, `date`. Parquet needs random access (the footer is at the end), so a non-seekable stream is first spooled
-to a temporary file. Keys are `path#<row index>`.
+strings joined by newlines, else the row drops as `bad-text-type`), optional `url`, `title`, `id`, `date`.
+Parquet needs random access (the footer is at the end), so a non-seekable stream is first spooled to a
+temporary file. Keys are `path#<row index>`.
 """
 from __future__ import annotations
 
