@@ -6,7 +6,7 @@ import io
 import json
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -131,9 +131,10 @@ def test_remote_input_joins_relative_paths_and_refuses_escapes(tmp_path):
 
 # ---- a server that drips bytes -------------------------------------------------------------------
 DRIP_INTERVAL = 0.2
+DRIP_BYTES = 1000                       # 200 s of dripping: an attempt without a deadline would read it all
 
 
-def _drip_handler(hits: Counter, lock: threading.Lock):
+def _drip_handler(hits: Counter, sent: dict, lock: threading.Lock):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -143,9 +144,9 @@ def _drip_handler(hits: Counter, lock: threading.Lock):
                 hits[self.path] += 1
             if self.path == "/drip-headers.jpg":
                 self.wfile.write(b"HTTP/1.1 200 OK\r\n")
-                self._drip(b"X-Pad: " + b"a" * 1000)
+                self._drip(b"X-Pad: " + b"a" * DRIP_BYTES)
                 return
-            body = INSIDE if self.path == "/good.jpg" else b"x" * 1000
+            body = INSIDE if self.path == "/good.jpg" else b"x" * DRIP_BYTES
             self.send_response(200)
             self.send_header("Content-Type", "image/jpeg")
             self.send_header("Content-Length", str(len(body)))
@@ -156,42 +157,51 @@ def _drip_handler(hits: Counter, lock: threading.Lock):
                 self._drip(body)
 
         def _drip(self, data: bytes) -> None:
-            for byte in data:                   # one byte every DRIP_INTERVAL: each read is quick, the whole is not
+            """One byte every DRIP_INTERVAL (each read is quick, the whole is not); records how many bytes were
+            written before the client hung up (all of them if it never did)."""
+            written = 0
+            for byte in data:
                 try:
                     self.wfile.write(bytes([byte]))
                     self.wfile.flush()
                 except OSError:
-                    return                      # the client gave up
+                    break                       # the client gave up
+                written += 1
                 time.sleep(DRIP_INTERVAL)
+            with lock:
+                sent[self.path].append(written)
 
     return Handler
 
 
 @pytest.fixture()
 def drip_server():
-    hits, lock = Counter(), threading.Lock()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _drip_handler(hits, lock))
+    hits, sent, lock = Counter(), defaultdict(list), threading.Lock()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _drip_handler(hits, sent, lock))
     httpd.handle_error = lambda request, address: None      # clients that hang up early are expected
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", hits, sent
     httpd.shutdown()
     httpd.server_close()
 
 
 def test_drip_server_hits_the_deadline_and_is_retried_once(drip_server):
-    base, hits = drip_server
-    deadline, backoff = 1.0, 0.05
-    cfg = DownloadConfig(threads=3, timeout=5.0, deadline_s=deadline, retries=3, backoff=backoff)
+    base, hits, sent = drip_server
+    cfg = DownloadConfig(threads=3, timeout=5.0, deadline_s=1.0, retries=3, backoff=0.05)
     items = [ImageText(key="drip", source="s", url=base + "/drip.jpg"),
              ImageText(key="headers", source="s", url=base + "/drip-headers.jpg"),
              ImageText(key="good", source="s", url=base + "/good.jpg")]
-    started = time.monotonic()
     results = {item.key: result for item, result in Downloader(cfg).fetch_many(items)}
-    elapsed = time.monotonic() - started
     assert results == {"drip": "timeout", "headers": "timeout", "good": INSIDE}
     assert hits["/drip.jpg"] == hits["/drip-headers.jpg"] == 2    # retries=3, yet a deadline timeout is retried once
-    assert 2 * deadline <= elapsed < 2 * deadline + backoff + 0.5
+    # every read was quick (5 s per-read timeout, a byte every 0.2 s): only the deadline can have ended the attempts,
+    # and the client hung up long before the server had written everything
+    for _ in range(100):                  # the server notices a hang-up at its next write
+        if len(sent["/drip.jpg"]) == len(sent["/drip-headers.jpg"]) == 2:
+            break
+        time.sleep(DRIP_INTERVAL)
+    assert all(n < DRIP_BYTES // 10 for n in sent["/drip.jpg"] + sent["/drip-headers.jpg"]), dict(sent)
 
 
 def test_deadline_in_the_recipe_and_checked():
