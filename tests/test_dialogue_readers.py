@@ -194,6 +194,7 @@ def test_document_bad_and_too_large():
     assert summary(list(iter_dialogue_file(io.BytesIO(turns), "t.json", max_line_bytes=500))) == [
         ("skip", "t.json#0", "too-large")]
     assert summary(read(turns, "t.json")) == [("session", "t.json#0", ["x" * 300, "y" * 300])]
+    assert summary(read(b'["a", ["b"], "c"]', "m.json")) == [("skip", "m.json#0", "bad-record")]
     assert read(b"", "empty.json") == [] and read(b"\n\n", "blank.txt") == []
 
 

@@ -238,8 +238,11 @@ def _one_turn_list(src: ByteSource, path: str, max_record_bytes: int) -> Iterato
         if isinstance(value, Skip):
             yield value
             return
+        if not isinstance(value, str):
+            yield Skip(key, path, "bad-record", detail="a list holding something other than turn strings")
+            return
         turns.append(value)
-        size += len(value) if isinstance(value, str) else 0
+        size += len(value)
         if size > max_record_bytes:
             yield Skip(key, path, "too-large", detail=f"a turn list longer than {max_record_bytes} characters")
             return
