@@ -1,1 +1,2 @@
-"""WebDataset shard writer, manifest and streaming reader (later issues)."""
+"""Tokenized WebDataset shards: the deterministic tar shard writer (`writer`), the `manifest.json` beside them and its
+`verify` (`manifest`), and the resumable streaming reader that packs them into training sequences (`reader`)."""

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from tokenizer.schedule import warmup_cosine
 from tokenizer.vq import VQConfig, VQVAE
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".ppm", ".tif", ".tiff")
@@ -234,13 +235,10 @@ def augment_image(x: torch.Tensor, generator: torch.Generator, min_scale: float 
 
 def lr_factor(step: int, steps: int, schedule: str, warmup: int) -> float:
     """Multiplier of the base learning rate at 0-based `step`: 1 for "constant"; for "cosine" a linear warm-up
-    over `warmup` steps, then half a cosine from 1 down to 0.1 at the last step."""
+    over `warmup` steps, then half a cosine from 1 down to 0.1 at the last step (`tokenizer.schedule`)."""
     if schedule == "constant":
         return 1.0
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup - 1)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(step, warmup, steps - warmup - 1, 0.1)
 
 
 def _batches(stream: Iterator[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:

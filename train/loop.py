@@ -12,7 +12,6 @@ part of the shards (the reader's rank split) and the model is wrapped in Distrib
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from tokenizer.schedule import warmup_cosine
 from tokenizer.vq import CheckpointError, load_weights
 from train import data
 from train.configs import Config, load_config, with_vocab
@@ -51,12 +51,9 @@ def build_model(kind: str, cfg: Config) -> torch.nn.Module:
 
 
 def lr_at(step: int, cfg: Config, total: int) -> float:
-    """Linear warmup over `warmup_steps`, then cosine from lr down to lr x min_lr_ratio at `total`."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * progress))
+    """Linear warmup over `warmup_steps`, then cosine from lr down to lr x min_lr_ratio at `total`
+    (`tokenizer.schedule.warmup_cosine`)."""
+    return cfg.lr * warmup_cosine(step, cfg.warmup_steps, total - cfg.warmup_steps, cfg.min_lr_ratio)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
