@@ -18,14 +18,16 @@ import re
 import threading
 from typing import Any
 
+from cleaners.han import HAN_RANGES
+
 DEFAULT_MAX_CHARS = 2000
 
 # Punctuation and symbols: ASCII, general punctuation (quotes, dashes, ellipsis), CJK symbols and
 # punctuation, fullwidth punctuation.
 _PUNCT = ("!-/:-@\\[-`{-~\u00a1-\u00bf\u00d7\u00f7\u2000-\u206f\u3000-\u303f"
           "\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65")
-# Han (BMP, extension A, compatibility, supplementary planes B-G), hiragana and katakana.
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+# Hiragana and katakana, and Han ideographs (`cleaners.han`): each CJK character is a token of its own.
+_CJK = "\u3040-\u30ff" + HAN_RANGES
 _SPLIT_CHARS = re.compile(f"([{_PUNCT}{_CJK}])")        # each becomes a token of its own
 _SPLIT_CJK = re.compile(f"([{_CJK}])")
 _SYMBOLS = re.compile(f"[{_PUNCT}\\d]+")                 # dropped when keep_symbols=False

@@ -12,11 +12,11 @@ below 0.5; datatrove's LanguageFilter uses 0.65 with the same model.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from cleaners.document import Document
 from cleaners.fasttext_text import DEFAULT_MAX_CHARS, fasttext_line, has_letters, load_model, predict_top
+from cleaners.han import count_han
 from cleaners.step import Step, register
 
 BUNDLED_MODEL = os.path.join(os.path.dirname(__file__), "data", "lid", "lid_zh_en.ftz")
@@ -106,12 +106,9 @@ class LanguageID(Step):
         return doc
 
 
-_HAN_CHARS = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-
-
 def guess_zh_or_en(text: str, sample_chars: int = 2000) -> str:
     """A model-free choice between `zh` and `en` by script, for records that arrive without a language and only
     need one to pick rules or shingling: `zh` when at least a third of the letters are Han characters."""
     sample = text[:sample_chars]
     letters = sum(ch.isalpha() for ch in sample)
-    return "zh" if letters and len(_HAN_CHARS.findall(sample)) * 3 >= letters else "en"
+    return "zh" if letters and count_han(sample) * 3 >= letters else "en"

@@ -37,14 +37,13 @@ import re
 import unicodedata
 from typing import AbstractSet
 
+from cleaners.han import HAN_RANGES
+
 HASH_BYTES = 8
 
-# Han ideographs (CJK Unified, Extension A, Compatibility, Extensions B-H) and Japanese kana: scripts written
-# without spaces between words.
-_NO_SPACE_SCRIPTS = (
-    "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
-    "\U00020000-\U0003134f"
-)
+# Han ideographs (`cleaners.han`) and Japanese kana (Hiragana, Katakana, Katakana Phonetic Extensions, halfwidth
+# katakana): scripts written without spaces between words.
+_NO_SPACE_SCRIPTS = "\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f" + HAN_RANGES
 _SPACE_NEXT_TO_CJK = re.compile(rf"\s+(?=[{_NO_SPACE_SCRIPTS}])|(?<=[{_NO_SPACE_SCRIPTS}])\s+")
 _DIGIT_RUN = re.compile(r"\d+")      # str patterns: \d is every Unicode decimal digit (Nd)
 _NUMBER_RUN = re.compile(r"0(?: 0)+")

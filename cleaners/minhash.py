@@ -27,6 +27,8 @@ import numpy as np
 import xxhash
 from datasketch import MinHash
 
+from cleaners.han import HAN_BLOCKS
+
 DEFAULT_NUM_PERM = 128
 DEFAULT_SEED = 1
 DEFAULT_NGRAM = 5
@@ -43,10 +45,11 @@ _CHARACTER_LANGS = frozenset(
 )
 # `lang` values that say nothing about the language: decided from the script instead.
 _UNKNOWN_LANGS = frozenset(["", "und", "unknown", "other", "xx", "mul", "zxx"])
-# Code points of the scripts above (CJK ideographs, kana, Thai, Lao, Tibetan, Burmese, Khmer).
+# Code points of the scripts above (Han ideographs from `cleaners.han`, CJK radicals, kana, Thai, Lao, Tibetan,
+# Burmese, Khmer).
 _UNSPACED_RANGES = (
-    (0x2E80, 0x2FDF), (0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF),
-    (0x20000, 0x3134F), (0x0E00, 0x0EFF), (0x0F00, 0x0FFF), (0x1000, 0x109F), (0x1780, 0x17FF),
+    *HAN_BLOCKS, (0x2E80, 0x2FDF), (0x3040, 0x30FF),
+    (0x0E00, 0x0EFF), (0x0F00, 0x0FFF), (0x1000, 0x109F), (0x1780, 0x17FF),
 )
 
 

@@ -30,6 +30,7 @@ import unicodedata
 from typing import Any
 
 from cleaners.document import Document
+from cleaners.han import HAN_RE
 from cleaners.step import Step, register
 
 EMPTY_REASON = "empty-after-normalize"
@@ -148,7 +149,7 @@ def normalize_text(text: str, *, fullwidth_ascii: bool = True, max_punct_repeat:
     return text
 
 
-_CJK_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_CJK_RE = HAN_RE   # a Han ideograph: only text holding one goes to OpenCC
 
 
 @functools.lru_cache(maxsize=8)

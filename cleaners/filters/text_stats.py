@@ -17,8 +17,9 @@ from functools import cached_property
 
 import numpy as np
 
-# CJK Unified Ideographs, Extension A, Compatibility Ideographs and the supplementary-plane extensions.
-HAN_RUN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+")
+# Chinese (Han) character counts come from the one Han definition, `cleaners.han`; filters import it from here.
+from cleaners.han import count_han as count_han
+
 # Letters and digits of any script (\w without the underscore): what is left of text without
 # whitespace and punctuation/symbols.
 ALNUM_RUN = re.compile(r"[^\W_]+")
@@ -27,11 +28,6 @@ WORD = re.compile(r"[^\W_]+(?:(?=['\u2019.\-][^\W_])['\u2019.\-][^\W_]+)*")
 # A whitespace-delimited token with at least one letter (lazy scan from the token's start: linear time).
 ALPHA_TOKEN = re.compile(r"(?<!\S)\S*?[^\W\d_]\S*")
 PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
-
-
-def count_han(text: str) -> int:
-    """Number of Chinese (Han) characters."""
-    return sum(map(len, HAN_RUN.findall(text)))
 
 
 def count_alnum(text: str) -> int:

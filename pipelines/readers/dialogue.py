@@ -25,6 +25,7 @@ import re
 from typing import Any, BinaryIO, Iterable, Iterator
 
 from cleaners.dialogue.records import Post, Session
+from cleaners.han import HAN_RANGES
 from pipelines.readers import jsonrecords
 from pipelines.readers.bytesource import GZIP_MAGIC, ByteSource
 from pipelines.readers.skip import Skip
@@ -36,7 +37,7 @@ SPACED_MIN_SINGLE_SHARE = 0.6     # share of one-character tokens for text to co
 _BOM = b"\xef\xbb\xbf"
 _COMPRESSION_SUFFIX = re.compile(r"\.(?:gz|gzip)$", re.IGNORECASE)
 _NEWLINE = re.compile(rb"\n")
-_CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f]")
+_CJK = re.compile(f"[\u3040-\u30ff\uac00-\ud7af{HAN_RANGES}]")   # kana, hangul and Han
 _SPACE_RUN = re.compile(" {2,}")
 _LCCC_SPLITS = ("train", "valid", "test")
 
