@@ -59,7 +59,7 @@ def encode_speed(config: VQConfig, batches: int, batch_size: int = 8) -> dict:
 
 def demo_images() -> str:
     """Run the image-text part of `wudao demo` into bench/work/vq_tokenizer; return the tar glob."""
-    from pipelines.cli import run_image_text
+    from pipelines.run import run_image_text
     out = WORK / "image_text"
     tars = str(out / "images" / "*.tar")
     if glob.glob(tars):

@@ -11,6 +11,10 @@
 
 Any argument the command does not know is handed to Beam's PipelineOptions, so every runner flag works
 (`--runner=DataflowRunner --project ... --region ... --temp_location gs://... --setup_file ./setup.py`).
+
+This module only parses arguments and hands them to one `_cmd_*` handler per command, which prints the result.
+What a command does lives elsewhere: the pipeline runs in pipelines/run.py, the demo in pipelines/demo.py, the
+shard and tokenizer jobs in pipelines/shards_job.py and pipelines/tokenizer_job.py.
 """
 from __future__ import annotations
 
@@ -19,148 +23,9 @@ import glob
 import json
 import logging
 import os
-import shutil
 import sys
-import time
-from importlib import resources
-from typing import Any
 
-LOG = logging.getLogger("wudao")
-
-#: DirectRunner first tries to download the Prism runner binary, which cannot work offline; FnApiRunner is
-#: the engine DirectRunner falls back to, and honours --direct_running_mode / --direct_num_workers.
-LOCAL_RUNNER = "FnApiRunner"
-
-
-def pipeline_options(beam_args: list[str]):
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    options = PipelineOptions(beam_args)
-    standard = options.view_as(StandardOptions)
-    if standard.runner in (None, "DirectRunner", "direct"):
-        standard.runner = LOCAL_RUNNER
-    return options
-
-
-def _run(build, inputs: list[str], output: str, config: dict[str, Any], beam_args: list[str]) -> dict[str, Any]:
-    """Run one pipeline (`build(pipeline, inputs, output, config)`) and return the stats.json it wrote."""
-    import apache_beam as beam
-    from apache_beam.io.filesystems import FileSystems
-
-    from apache_beam.options.pipeline_options import StandardOptions
-
-    from pipelines import progress
-
-    _clear_previous_outputs(output)
-    started = time.time()
-    options = pipeline_options(beam_args)
-    local = options.view_as(StandardOptions).runner == LOCAL_RUNNER  # remote runners show the Beam counters
-    with progress.live(inputs, show=local), beam.Pipeline(options=options) as pipeline:
-        build(pipeline, inputs, output, config)
-    with FileSystems.open(FileSystems.join(output, "stats.json")) as fh:
-        stats = json.loads(fh.read().decode("utf-8"))
-    stats["wall_seconds"] = round(time.time() - started, 2)
-    return stats
-
-
-def run_text(inputs: list[str], output: str, config_path: str | None, beam_args: list[str]) -> dict[str, Any]:
-    """The web-text pipeline with the default recipe merged with `config_path`."""
-    from cleaners.recipe import load_recipe
-    from pipelines.text import build_text_pipeline
-
-    return _run(build_text_pipeline, inputs, output, load_recipe(config_path), beam_args)
-
-
-def run_dedup(inputs: list[str], output: str, config_path: str | None, threshold: float | None,
-              beam_args: list[str]) -> dict[str, Any]:
-    """The dedup stages alone on an existing corpus; `threshold` overrides the recipe's MinHash threshold."""
-    from cleaners.recipe import load_recipe
-    from pipelines.dedup.corpus import build_dedup_pipeline
-
-    config = load_recipe(config_path)
-    if threshold is not None:
-        config.setdefault("dedup", {}).setdefault("minhash", {})["threshold"] = threshold
-    return _run(build_dedup_pipeline, inputs, output, config, beam_args)
-
-
-def run_dialogue(inputs: list[str], output: str, config_path: str | None, beam_args: list[str]) -> dict[str, Any]:
-    """The dialogue pipeline with the default dialogue recipe merged with `config_path`."""
-    from pipelines.dialogue import build_dialogue_pipeline, load_dialogue_recipe
-
-    return _run(build_dialogue_pipeline, inputs, output, load_dialogue_recipe(config_path), beam_args)
-
-
-def run_image_text(inputs: list[str], output: str, config_path: str | None, beam_args: list[str]) -> dict[str, Any]:
-    """The image-text pipeline with the default image-text recipe merged with `config_path`."""
-    from pipelines.image_text import build_image_text_pipeline, load_image_text_recipe
-
-    return _run(build_image_text_pipeline, inputs, output, load_image_text_recipe(config_path), beam_args)
-
-
-def _clear_previous_outputs(output: str) -> None:
-    """Remove what an earlier run left in the same output folder, so stale or partial files never mix in.
-
-    stats.json (the completion marker, written last) goes first, then the part files, the image shards and their
-    index, Beam's `beam-temp-*` folders and any `*.tmp` of a run that was killed while writing."""
-    from apache_beam.io.filesystems import FileSystems
-
-    def matches(patterns: list[str]) -> list[str]:
-        return [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
-
-    marker = FileSystems.join(output, "stats.json")
-    if FileSystems.exists(marker):
-        FileSystems.delete([marker])
-    folders = [FileSystems.join(output, sub) for sub in ("corpus", "rejects", "images")]
-    patterns = [FileSystems.join(folder, name) for folder in folders for name in ("part-*", "*.tmp")]
-    patterns += [FileSystems.join(output, "images", "*.tar"), FileSystems.join(output, "images", "shards.json"),
-                 FileSystems.join(output, "*.tmp"), FileSystems.join(output, "report.html")]
-    stale = matches(patterns)
-    # a killed run's Beam temp folders (`beam-temp-part-<uuid>/`): their files, then (local disks) the folders
-    temp_roots = [FileSystems.join(folder, "beam-temp-*") for folder in [output, *folders]]
-    stale += matches([FileSystems.join(root, "*") for root in temp_roots])
-    if stale:
-        LOG.info("removing %d files of a previous run in %s", len(stale), output)
-        FileSystems.delete(stale)
-    if "://" not in output:
-        for folder in sorted(path for root in temp_roots for path in glob.glob(root) if os.path.isdir(path)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def format_summary(stats: dict[str, Any], output: str) -> str:
-    totals = stats["totals"]
-    lines = [
-        f"records in: {totals['records_in']}",
-        f"kept:       {totals['kept']}",
-        f"dropped:    {totals['dropped']}",
-    ]
-    if totals.get("created"):
-        lines.append(f"created:    {totals['created']} (records made by a stage: split sessions, thread paths)")
-    for stage in stats["stages"]:
-        if stage.get("created"):
-            lines.append(f"  {stage['stage']}: {stage['in']} in, {stage['created']} created, {stage['out']} out")
-        if stage["dropped"]:
-            lines.append(f"  {stage['stage']}: {stage['dropped']} dropped")
-            for reason, n in stage["dropped_by_reason"].items():
-                lines.append(f"      {n:6d}  {reason}")
-        if stage.get("counts"):
-            counted = ", ".join(f"{name} {n}" for name, n in stage["counts"].items())
-            lines.append(f"  {stage['stage']}: counted {counted}")
-    lines += [
-        f"images:  {os.path.join(output, 'images')} (WebDataset tars)" if stats.get("format") == "webdataset"
-        else f"corpus:  {os.path.join(output, 'corpus')}",
-        f"rejects: {os.path.join(output, 'rejects')}",
-        f"stats:   {os.path.join(output, 'stats.json')}",
-    ]
-    if "wall_seconds" in stats:
-        lines.append(f"time:    {stats['wall_seconds']} s")
-    return "\n".join(lines)
-
-
-def sample_inputs(folder: str = "sample") -> list[str]:
-    """Paths of an embedded sample shipped inside the package (`sample`: the crawl; `dialogue_sample`)."""
-    root = resources.files("pipelines").joinpath(f"data/{folder}")
-    return [os.path.join(str(root), name) for name in sorted(os.listdir(str(root)))
-            if name not in ("README.md", "expected.json")]
+from pipelines.run import format_summary, run_dedup, run_dialogue, run_image_text, run_text
 
 
 def _cmd_text(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -176,77 +41,10 @@ def _cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
-    inputs = sample_inputs()
-    text_out = os.path.join(args.output, "text")
-    print(f"wudao demo: web-text pipeline on the embedded sample crawl ({len(inputs)} files)")
-    stats = run_text(inputs, text_out, args.config, beam_args)
-    print(format_summary(stats, text_out))
-    corpus = os.path.join(text_out, "corpus", "part-*.jsonl.gz")
-    tokenizer_out, shards_out = os.path.join(args.output, "tokenizer"), os.path.join(args.output, "shards")
-    print("\nwudao demo: a small bilingual tokenizer from the demo corpus, then tokenized shards")
-    from pipelines.shards_job import write_shards
-    from pipelines.tokenizer_job import train_tokenizer
+    from pipelines.demo import run_demo
 
-    train_tokenizer([corpus], tokenizer_out, vocab_size=2000, beam_args=beam_args)
-    with open(os.path.join(tokenizer_out, "vocab.json"), encoding="utf-8") as fh:
-        vocab = json.load(fh)
-    print(f"tokenizer: {tokenizer_out} ({vocab['text_vocab_size']} text pieces, {len(vocab['special_tokens'])} "
-          f"special tokens, {vocab['image_codes']} image codes: {vocab['total_size']} ids)")
-    manifest = write_shards([corpus], tokenizer_out, shards_out, shard_size_bytes=64_000, val_fraction=0.1,
-                            beam_args=beam_args)
-    print(f"shards:    {shards_out} ({len(manifest['shards'])} shards, "
-          f"{sum(s['tokens'] for s in manifest['shards'])} tokens; check with `wudao shards verify {shards_out}`)")
-    inputs = sample_inputs("dialogue_sample")
-    dialogue_out = os.path.join(args.output, "dialogue")
-    print(f"\nwudao demo: dialogue pipeline on the embedded dialogue sample ({len(inputs)} files)")
-    stats = run_dialogue(inputs, dialogue_out, None, beam_args)
-    print(format_summary(stats, dialogue_out))
-    from pipelines.image_demo import run_image_demo
-
-    print("\nwudao demo: image-text pipeline on the embedded image sample (its url list served on 127.0.0.1), "
-          "then a small VQ image tokenizer and CogView shards")
-    image = run_image_demo(args.output, tokenizer_out, beam_args)
-    print(format_summary(image["stats"], image["image_out"]))
-    vq = image["vq"]
-    print(f"vq:       {image['vq_dir']} ({vq['config']['resolution']} px -> "
-          f"{vq['config']['resolution'] // vq['config']['downsample']}"
-          f"x{vq['config']['resolution'] // vq['config']['downsample']} codes of {vq['config']['codebook_size']}; "
-          f"{vq['steps']} steps in {vq['seconds']:.0f} s; held-out PSNR {vq['psnr_db']:.1f} dB, "
-          f"codebook usage {vq['codebook_usage']:.0%})")
-    cogview = image["manifest"]["shards"]
-    print(f"cogview:  {os.path.join(args.output, 'cogview_shards')} ({len(cogview)} shards, "
-          f"{sum(s['samples'] for s in cogview)} samples: [ROI1] caption [BASE] [BOI1] image codes [EOI1])")
-    print("\nwudao demo: short GLM and CogView training runs on those shards (config tiny, CPU)")
-    for kind, shard_dir, overrides in DEMO_TRAINING:
-        result = train_demo_model(kind, os.path.join(args.output, shard_dir),
-                                  os.path.join(args.output, f"train_{kind}"), overrides)
-        print(f"{kind}: {result['steps']} steps in {result['seconds']:.0f} s, validation loss "
-              f"{result['val_loss_first']:.3f} -> {result['val_loss_last']:.3f}, "
-              f"{result['tokens_per_s']:,.0f} tokens/s ({result['checkpoint']})")
-    from pipelines.report import write_report
-
-    print(f"\nreport:  {write_report(text_out, shards_out)}")
+    run_demo(args.output, args.config, beam_args)
     return 0
-
-
-#: the demo's training runs: (model, shard folder under the demo output, config overrides of `tiny`)
-DEMO_TRAINING = (
-    ("glm", "shards", {"steps": 60, "batch_size": 8, "warmup_steps": 10, "eval_every": 30, "eval_batches": 4}),
-    ("cogview", "cogview_shards", {"steps": 60, "batch_size": 4, "seq_len": 160, "warmup_steps": 10,
-                                   "eval_every": 30, "eval_batches": 2}),
-)
-
-
-def train_demo_model(kind: str, shards: str, out: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    import shutil
-
-    from train.loop import train
-
-    if os.path.isdir(out):
-        shutil.rmtree(out)  # the demo starts over; `wudao train --resume` is for real runs
-    params = dict(overrides)
-    steps = params.pop("steps")
-    return train(kind, shards, "tiny", steps=steps, out=out, log=lambda line: None, **params)
 
 
 def _cmd_dialogue(args: argparse.Namespace, beam_args: list[str]) -> int:

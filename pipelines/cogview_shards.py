@@ -17,12 +17,11 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
+from pipelines import progress
 from shards.writer import encode_sample, split_of
 
 LOG = logging.getLogger("wudao.shards")
-NAMESPACE = "shards"
 
 
 class CogViewTokenizer:
@@ -99,10 +98,10 @@ class ReadImagePairs(beam.DoFn):
         with FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
             for item in iter_image_text_file(stream, metadata.path):
                 if not isinstance(item, ImageText) or not item.image:
-                    Metrics.counter(NAMESPACE, "pairs-skipped").inc()
+                    progress.counter("shards|pairs-skipped").inc()
                     continue
                 record_id = str(item.meta.get("id") or item.key.rsplit("#", 1)[-1])
-                Metrics.counter(NAMESPACE, "pairs-read").inc()
+                progress.counter("shards|pairs-read").inc()
                 yield {"id": record_id, "source": str(item.meta.get("source") or item.source),
                        "lang": str(item.meta.get("lang", "")), "caption": item.caption, "jpg": item.image}
 
@@ -123,7 +122,7 @@ class TokenizeCogView(beam.DoFn):
         encoded = self.tokenizer.encode_pairs([r["caption"] for r in rows], [r["jpg"] for r in rows])
         for row, ids in zip(rows, encoded):
             if isinstance(ids, str):
-                Metrics.counter(NAMESPACE, f"dropped-{ids}").inc()
+                progress.counter(f"shards|dropped-{ids}").inc()
                 continue
-            Metrics.counter(NAMESPACE, "tokens").inc(len(ids))
+            progress.counter("shards|tokens").inc(len(ids))
             yield split_of(row["id"], self.val_fraction), encode_sample(row, ids, self.dtype)

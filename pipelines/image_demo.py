@@ -1,6 +1,7 @@
-"""The image-text part of `wudao demo`: the embedded sample (pipelines/data/image_sample) through the pipeline,
-its url list downloaded from a real HTTP server on 127.0.0.1 that serves the sample's `served/` folder, then a
-small VQ tokenizer trained on the kept images and CogView shards written with it."""
+"""The image-text part of `wudao demo` (pipelines/demo.py runs it after the text and dialogue parts): the embedded
+sample (pipelines/data/image_sample) through the pipeline, its url list downloaded from a real HTTP server on
+127.0.0.1 that serves the sample's `served/` folder, then a small VQ tokenizer trained on the kept images and
+CogView shards written with it."""
 from __future__ import annotations
 
 import contextlib
@@ -58,7 +59,7 @@ def localized_url_list(sample: str, base_url: str, output: str) -> str:
 
 def run_image_demo(output: str, tokenizer_dir: str, beam_args: list[str], vq_steps: int = 300) -> dict[str, Any]:
     """Pipeline -> DIR/image_text, VQ -> DIR/vq, CogView shards -> DIR/cogview_shards; returns what it did."""
-    from pipelines.cli import run_image_text
+    from pipelines.run import run_image_text
     from pipelines.shards_job import write_shards
     from tokenizer.vq import VQConfig
     from tokenizer.vq_train import train_vq

@@ -24,15 +24,14 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
+from pipelines import progress
+from pipelines.run import pipeline_options
 from shards.manifest import build_manifest, read_manifest, write_manifest
-from shards.writer import (SPLITS, check_key, dtype_for, encode_sample, file_sha256, shard_name, shard_of,
-                           split_of, write_shard)
+from shards.writer import (check_key, dtype_for, encode_sample, file_sha256, remove_unlisted_shards, shard_name,
+                           shard_of, split_of, tar_bytes, write_shard)
 
 LOG = logging.getLogger("wudao.shards")
-NAMESPACE = "shards"
-_TAR_BLOCK = 512
 
 
 class ProjectTokenizer:
@@ -59,11 +58,6 @@ def sample_text(record: dict[str, Any]) -> str | None:
     return None
 
 
-def tar_bytes(sample: dict[str, Any]) -> int:
-    """Exact bytes a sample takes in a ustar tar: a 512-byte header per member plus its data padded to 512."""
-    return sum(_TAR_BLOCK + -(-len(sample[ext]) // _TAR_BLOCK) * _TAR_BLOCK for ext in sample if ext != "__key__")
-
-
 class ReadRecords(beam.DoFn):
     """Records `{"id", "source", "lang", "text"}` of one JSONL(.gz) file; unusable lines are counted, skipped."""
 
@@ -78,13 +72,13 @@ class ReadRecords(beam.DoFn):
                         continue
                     row = self._row(line)
                     if row is None:
-                        Metrics.counter(NAMESPACE, "records-skipped").inc()
+                        progress.counter("shards|records-skipped").inc()
                     else:
-                        Metrics.counter(NAMESPACE, "records-read").inc()
+                        progress.counter("shards|records-read").inc()
                         yield row
         except (OSError, EOFError, gzip.BadGzipFile) as exc:  # truncated file: what was read stays
             LOG.warning("shards: %s is damaged (%s)", metadata.path, exc)
-            Metrics.counter(NAMESPACE, "files-damaged").inc()
+            progress.counter("shards|files-damaged").inc()
 
     @staticmethod
     def _row(line: str) -> dict[str, Any] | None:
@@ -112,7 +106,7 @@ class Tokenize(beam.DoFn):
 
     def process(self, rows: list[dict[str, Any]]) -> Iterable[tuple[str, dict[str, Any]]]:
         for row, ids in zip(rows, self._tok.encode_batch([r["text"] for r in rows])):
-            Metrics.counter(NAMESPACE, "tokens").inc(len(ids))
+            progress.counter("shards|tokens").inc(len(ids))
             yield split_of(row["id"], self._val), encode_sample(row, ids, self._dtype)
 
 
@@ -131,11 +125,11 @@ class WriteShard(beam.DoFn):
         old = self._previous.get(name)
         if old and old["samples"] == len(unique) and old["tokens"] == tokens and os.path.isfile(path) \
                 and file_sha256(path) == (old["sha256"], old["bytes"]):
-            Metrics.counter(NAMESPACE, "shards-kept").inc()
+            progress.counter("shards|shards-kept").inc()
             yield dict(old)
             return
         info = write_shard(unique, path)
-        Metrics.counter(NAMESPACE, "shards-written").inc()
+        progress.counter("shards|shards-written").inc()
         yield {**info.to_dict(), "split": split}
 
     @staticmethod
@@ -147,10 +141,10 @@ class WriteShard(beam.DoFn):
             have = chosen.get(key)
             if have is None or (sample["npy"], sample["json"]) < (have["npy"], have["json"]):
                 if have is not None:
-                    Metrics.counter(NAMESPACE, "duplicate-ids").inc()
+                    progress.counter("shards|duplicate-ids").inc()
                 chosen[key] = sample
             else:
-                Metrics.counter(NAMESPACE, "duplicate-ids").inc()
+                progress.counter("shards|duplicate-ids").inc()
         return list(chosen.values())
 
 
@@ -163,10 +157,7 @@ def _finish(entries: list[dict[str, Any]], output: str, tokenizer_hash: str, dty
             command: str) -> dict[str, Any]:
     """Write manifest.json and remove `train-*.tar` / `val-*.tar` left by an earlier run but not listed now."""
     manifest = build_manifest(entries, tokenizer_hash, dtype, seq_len, command)
-    listed = {e["name"] for e in manifest["shards"]}
-    for name in os.listdir(output):
-        if name.endswith(".tar") and name.split("-")[0] in SPLITS and name not in listed:
-            os.remove(os.path.join(output, name))
+    remove_unlisted_shards(output, (e["name"] for e in manifest["shards"]))
     write_manifest(output, manifest)
     return manifest
 
@@ -183,8 +174,6 @@ def write_shards(corpus_globs: Sequence[str], tokenizer_dir: str, output: str, s
     from the VQ checkpoint `vq` (pipelines/cogview_shards.py).
     `loader(tokenizer_dir)` gives an object with `encode_batch(texts)`, `vocab_size` and `hash`; it must pickle
     (it is called in the driver and in each worker's setup). Returns the manifest written."""
-    from pipelines.cli import pipeline_options
-
     if shard_size_bytes < 1:
         raise ValueError("shard_size_bytes must be >= 1")
     if fmt not in ("text", "cogview"):

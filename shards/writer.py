@@ -20,6 +20,7 @@ import numpy as np
 SPLITS = ("train", "val")
 _MODE = 0o644
 _MTIME = 0
+_TAR_BLOCK = 512
 
 
 def _unit_hash(tag: str, record_id: str) -> int:
@@ -106,6 +107,12 @@ def tar_member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+def tar_bytes(sample: dict[str, Any]) -> int:
+    """Exact bytes a sample takes in a ustar tar: a 512-byte header per member plus its data padded to 512
+    (the tar's end blocks not counted). Jobs sum it to choose how many shards to write."""
+    return sum(_TAR_BLOCK + -(-len(sample[ext]) // _TAR_BLOCK) * _TAR_BLOCK for ext in sample if ext != "__key__")
+
+
 def sample_tokens(sample: dict[str, Any]) -> int:
     return int(json.loads(sample["json"])["tokens"])
 
@@ -150,3 +157,14 @@ def shard_name(split: str, index: int) -> str:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}")
     return f"{split}-{index:06d}.tar"
+
+
+def remove_unlisted_shards(folder: str, listed: Iterable[str]) -> list[str]:
+    """Delete the shard files (`train-*.tar`, `val-*.tar`) in `folder` whose names are not in `listed`: what an
+    earlier run with more shards left behind. Other files stay. Returns the names removed."""
+    keep = set(listed)
+    removed = sorted(name for name in os.listdir(folder)
+                     if name.endswith(".tar") and name.split("-")[0] in SPLITS and name not in keep)
+    for name in removed:
+        os.remove(os.path.join(folder, name))
+    return removed

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from apache_beam.io.filesystem import FileMetadata
 
-from pipelines.cli import run_text, sample_inputs
+from pipelines.run import run_text, sample_inputs
 from pipelines.text import FileSplit, ReadRecords, split_file
 
 SAMPLE = Path(__file__).resolve().parents[1] / "pipelines" / "data" / "sample"

@@ -11,8 +11,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from pipelines.cli import main, run_image_text
+from pipelines.cli import main
 from pipelines.image_demo import localized_url_list, sample_dir, serve_folder
+from pipelines.run import run_image_text
 from tokenizer.cogview import split_cogview_sample
 from tokenizer.text import train_sentencepiece
 from tokenizer.vocab import Vocab

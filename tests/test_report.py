@@ -17,7 +17,8 @@ from types import SimpleNamespace
 import pytest
 
 from cleaners.histogram import CHAR_LABELS, SCORE_LABELS, category_bucket, chars_bucket, score_bucket
-from pipelines.cli import main, run_text, sample_inputs
+from pipelines.cli import main
+from pipelines.run import run_text, sample_inputs
 from pipelines.ledger import build_stats, dumps
 from pipelines.report import TOP_REASONS, cluster_bucket, duplicate_clusters, write_report
 

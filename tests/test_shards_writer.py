@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from shards.manifest import build_manifest, main_verify, read_manifest, verify, write_manifest
-from shards.writer import (check_key, dtype_for, encode_sample, npy_bytes, shard_name, shard_of, split_of,
-                           write_shard)
+from shards.writer import (check_key, dtype_for, encode_sample, npy_bytes, remove_unlisted_shards, shard_name,
+                           shard_of, split_of, tar_bytes, write_shard)
 
 
 class ByteTokenizer:
@@ -110,6 +110,22 @@ def test_write_shard_is_order_independent_and_fixed(tmp_path):
     keys = sorted(s["__key__"] for s in samples)
     assert names == [f"{k}.{ext}" for k in keys for ext in ("json", "npy")]
     assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, 0, "", "", 0o644)}
+
+
+def test_tar_bytes_is_what_the_samples_take_in_the_tar(tmp_path):
+    samples = _samples(30) + [{"__key__": "big", "jpg": b"x" * 5000, "txt": b"", "json": b'{"tokens": 0}'}]
+    info = write_shard(samples, str(tmp_path / "t.tar"))
+    members = sum(tar_bytes(s) for s in samples)
+    assert tar_bytes(samples[-1]) == (512 + 5120) + 512 + (512 + 512)  # a header each, data padded to 512
+    # + the two zero blocks that end a tar, padded to tarfile's 10240-byte records
+    assert info.bytes == -(-(members + 1024) // 10240) * 10240
+
+
+def test_remove_unlisted_shards_keeps_listed_and_other_files(tmp_path):
+    for name in ("train-000000.tar", "train-000001.tar", "val-000000.tar", "other.tar", "manifest.json"):
+        (tmp_path / name).write_bytes(b"")
+    assert remove_unlisted_shards(str(tmp_path), ["train-000000.tar"]) == ["train-000001.tar", "val-000000.tar"]
+    assert sorted(os.listdir(tmp_path)) == ["manifest.json", "other.tar", "train-000000.tar"]
 
 
 def test_write_shard_rejects_duplicate_keys(tmp_path):

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from pipelines.cli import main, run_text, sample_inputs
+from pipelines.cli import main
+from pipelines.run import run_text, sample_inputs
 from shards.reader import StreamingShards
 from tokenizer.text import TextTokenizer
 
