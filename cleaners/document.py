@@ -58,6 +58,11 @@ class RawPage:
     content_type: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def id(self) -> str:
+        """The id a page has before extraction: the hash of its position key."""
+        return stable_hash(self.key)
+
 
 @dataclass
 class Document:
@@ -73,6 +78,7 @@ class Document:
     lang_score: float = 0.0
     scores: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    key: str = ""                 # the input record's position key (rejects/ rows)
 
     def content_id(self) -> str:
         """Stable id from the content (and title), as WuDao's `uniqueKey`."""

@@ -293,7 +293,7 @@ class PageExtractor:
         if len(text.strip()) < max(self.min_text_chars, 1):
             return REASON_EMPTY
         return Document(id=stable_hash(raw.key), text=text, title=title, url=raw.url,
-                        source=raw.source, date=raw.date, meta=meta)
+                        source=raw.source, date=raw.date, meta=meta, key=raw.key)
 
 
 HTML_SUFFIXES = (".html", ".htm", ".html.gz", ".htm.gz")

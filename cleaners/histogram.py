@@ -42,11 +42,6 @@ def category_bucket(value: object) -> str:
     return text or UNKNOWN
 
 
-def hist_key(stage: str, name: str, bucket: str) -> str:
-    """The ledger key of one histogram bucket."""
-    return f"{stage}|hist|{name}|{bucket}"
-
-
 def ordered(buckets: dict[str, int]) -> dict[str, int]:
     """Buckets in a stable order: fixed buckets by their edges, categories by count (largest first), then name."""
     if all(label in _ORDER for label in buckets):

@@ -37,7 +37,7 @@ from collections import Counter
 from typing import Callable
 
 from cleaners.document import Document
-from cleaners.step import Step, register
+from cleaners.step import Counted, Step, register
 
 PLACEHOLDERS = {
     "id_card": "<ID_CARD>",
@@ -263,17 +263,15 @@ def scrub(text: str) -> str:
 
 @register("pii")
 class ScrubPersonalData(Step):
-    """Replace personal data in `text` and `title` with placeholders; never drops. Sets
-    ``doc.meta["pii"] = {type: count}`` (types with a count > 0) for the Beam layer's stats."""
+    """Replace personal data in `text` and `title` with placeholders; never drops. Counts each type found
+    (`count|<type>` in stats.json)."""
 
     def __init__(self) -> None:
         pass
 
-    def apply(self, doc: Document) -> Document | str:
+    def apply(self, doc: Document) -> Counted:
         doc.text, counts = scrub_with_counts(doc.text or "")
         doc.title, title_counts = scrub_with_counts(doc.title or "")
         total = Counter(counts)
         total.update(title_counts)
-        if total:
-            doc.meta["pii"] = dict(sorted(total.items()))
-        return doc
+        return Counted(doc, dict(sorted(total.items())))

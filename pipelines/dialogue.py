@@ -10,13 +10,10 @@
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-from importlib import resources
 from typing import Any, Iterable
 
 import apache_beam as beam
-import yaml
 from apache_beam import pvalue
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
@@ -25,23 +22,11 @@ from apache_beam.io.filesystems import FileSystems
 from cleaners.dialogue.records import Post, Session, to_dialogue_record
 from cleaners.document import encodable
 from cleaners.language import guess_zh_or_en
-from pipelines import progress
+from pipelines import ledger, progress
 from pipelines.inputs import MatchInputs
-from pipelines.dedup.common import dropped_count, kept_count, reject_row
 
 READ_STAGE, RULES_STAGE = "read", "dialogue_rules"
-REJECTS, COUNTS, POSTS = "rejects", "counts", "posts"
-
-
-def load_dialogue_recipe(path: str | None = None) -> dict[str, Any]:
-    config = yaml.safe_load(resources.files("cleaners").joinpath("data/dialogue_recipe.yaml").read_text("utf-8"))
-    if path:
-        with open(path, encoding="utf-8") as fh:
-            user = yaml.safe_load(fh) or {}
-        if not isinstance(user, dict):
-            raise ValueError("a recipe must be a YAML mapping")
-        config.update(copy.deepcopy(user))
-    return config
+REJECTS, COUNTS, POSTS = ledger.REJECTS, ledger.COUNTS, "posts"
 
 
 class ReadDialogues(beam.DoFn):
@@ -61,10 +46,10 @@ class ReadDialogues(beam.DoFn):
             try:
                 for item in progress.track_file(iter_dialogue_file(stream, path), stream, metadata.size_in_bytes):
                     if isinstance(item, Session):
-                        yield pvalue.TaggedOutput(COUNTS, kept_count(READ_STAGE))
+                        yield ledger.passed(READ_STAGE)
                         yield item
                     elif isinstance(item, Post):
-                        yield pvalue.TaggedOutput(COUNTS, kept_count(READ_STAGE))
+                        yield ledger.passed(READ_STAGE)
                         yield pvalue.TaggedOutput(POSTS, item)
                     else:
                         yield from _read_drop({"key": item.key, "source": item.source}, item.reason)
@@ -78,36 +63,14 @@ class ReadDialogues(beam.DoFn):
 
 
 def _read_drop(row: dict[str, Any], reason: str):
-    progress.count(dropped=1)
-    yield pvalue.TaggedOutput(COUNTS, dropped_count(READ_STAGE, reason))
-    yield pvalue.TaggedOutput(REJECTS, reject_row(row, READ_STAGE, reason))
+    yield from ledger.dropped(row, READ_STAGE, reason)
 
 
-class CleanSessions(beam.DoFn):
-    """The per-session rules; a session may come out as several fragments (counted as `created`)."""
-
-    def __init__(self, params: dict[str, Any]):
-        self.params = params
-        self.cleaner = None
-
-    def setup(self) -> None:
-        from cleaners.dialogue.rules import SessionCleaner
-
-        self.cleaner = SessionCleaner(**self.params)
-        self.cleaner.setup()
-
-    def process(self, session: Session):
-        if not session.lang:
-            session = dataclasses.replace(session, lang=guess_zh_or_en("".join(session.turns)))  # input stays as is
-        outcome = self.cleaner.process(session)
-        progress.count(kept=len(outcome.fragments), dropped=len(outcome.rejects))
-        yield pvalue.TaggedOutput(COUNTS, outcome.counts)
-        for row in outcome.rejects:
-            yield pvalue.TaggedOutput(REJECTS, row)
-        yield from outcome.fragments
-
-    def finish_bundle(self) -> None:
-        progress.flush()
+def with_language(session: Session) -> Session:
+    """A session without `lang` gets its majority script's ("zh" or "en"); the input element stays as it is."""
+    if session.lang:
+        return session
+    return dataclasses.replace(session, lang=guess_zh_or_en("".join(session.turns)))
 
 
 def session_to_record(session: Session) -> dict[str, Any]:
@@ -131,9 +94,11 @@ def stage_order(config: dict[str, Any]) -> list[str]:
 
 
 def build_dialogue_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str, config: dict[str, Any]) -> None:
+    from cleaners.recipe import build_step
     from pipelines.dedup.stages import apply_dedup
+    from pipelines.steps import RunSteps
     from pipelines.dialogue_stages import AdReplies, GenericReplies, ThreadsToSessions
-    from pipelines.text import write_outputs
+    from pipelines.sinks import write_outputs
 
     if (config.get("output") or {}).get("format", "jsonl") != "jsonl":
         raise ValueError("the dialogue pipeline writes JSONL.gz only (output.format: jsonl)")
@@ -145,7 +110,8 @@ def build_dialogue_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: 
     threads = read[POSTS] | "Threads" >> ThreadsToSessions(stage="threads", **(config.get("threads") or {}))
     sessions = ((read.sessions, threads.kept) | "AllSessions" >> beam.Flatten()
                 | "SpreadSessions" >> beam.Reshuffle())
-    cleaned = sessions | "Rules" >> beam.ParDo(CleanSessions(config.get("rules") or {})).with_outputs(
+    rules = build_step(RULES_STAGE, config.get("rules"), kind="dialogue")
+    cleaned = sessions | "Rules" >> beam.ParDo(RunSteps([rules], prepare=with_language)).with_outputs(
         REJECTS, COUNTS, main="sessions")
     rejects = [read[REJECTS], threads.rejects, cleaned[REJECTS]]
     counts = [read[COUNTS], threads.counts, cleaned[COUNTS]]

@@ -18,7 +18,9 @@ from typing import Any
 import apache_beam as beam
 
 from cleaners.dialogue.records import Post, Session, session_id
-from cleaners.document import reject_row, stable_hash
+from cleaners.document import stable_hash
+from cleaners.han import HAN_RANGES
+from pipelines import ledger
 from pipelines.dedup.common import StageOutput
 
 MIN_FRAGMENT_TURNS = 2
@@ -27,12 +29,6 @@ THREAD_TOO_DEEP = "thread-too-deep"
 
 
 # ---------------------------------------------------------------- shared helpers
-
-def item_reject(item: Any, stage: str, reason: str) -> dict[str, Any]:
-    """The rejects/ row of a dropped session or post (or of anything that was not one)."""
-    return reject_row(stage, reason, id=getattr(item, "id", ""), key=getattr(item, "key", ""),
-                      source=getattr(item, "source", ""))
-
 
 def is_valid_session(session: Any) -> bool:
     return (isinstance(session, Session) and isinstance(session.turns, list)
@@ -77,16 +73,14 @@ def split_outcome(session: Session, removed: set[int], stage: str, reason: str):
 
     Ledger: in 1, out = fragments; created = fragments - 1 when any survive, else the session is dropped."""
     fragments = split_session(session, removed)
-    counts: dict[str, int] = {f"{stage}|in": 1}
-    if removed:
-        counts[f"{stage}|count|replies-removed"] = len(removed)
+    counts: dict[str, int] = {ledger.key(stage, "count", "replies-removed"): len(removed)} if removed else {}
     if fragments:
-        counts[f"{stage}|out"] = len(fragments)
+        counts.update({ledger.key(stage, "in"): 1, ledger.key(stage, "out"): len(fragments)})
         if len(fragments) > 1:
-            counts[f"{stage}|created"] = len(fragments) - 1
+            counts[ledger.key(stage, "created")] = len(fragments) - 1
         return fragments, counts, []
-    counts[f"{stage}|drop|{reason}"] = 1
-    return [], counts, [item_reject(session, stage, reason)]
+    counts.update(ledger.dropped_counts(stage, reason))
+    return [], counts, [ledger.reject_row(session, stage, reason)]
 
 
 class CappedDistinct(beam.CombineFn):
@@ -122,7 +116,7 @@ def _validate_sessions(stage: str):
             yield session
         else:
             yield beam.pvalue.TaggedOutput("bad", (
-                {f"{stage}|in": 1, f"{stage}|drop|{BAD_INPUT}": 1}, item_reject(session, stage, BAD_INPUT)))
+                ledger.dropped_counts(stage, BAD_INPUT), ledger.reject_row(session, stage, BAD_INPUT)))
     return check
 
 
@@ -144,18 +138,20 @@ class _FlaggedSplit(beam.PTransform):
                 fragments, counts, rejects = split_outcome(session, removed, stage, reason)
                 for fragment in fragments:
                     yield fragment
-                yield beam.pvalue.TaggedOutput("counts", counts)
+                yield ledger.counted(counts)
                 for row in rejects:
-                    yield beam.pvalue.TaggedOutput("rejects", row)
+                    yield beam.pvalue.TaggedOutput(ledger.REJECTS, row)
 
         return ({"sessions": sessions | "KeySessions" >> beam.Map(lambda s: (join_key(s), s)),
                  "flagged": self.flagged_turns}
                 | "JoinFlags" >> beam.CoGroupByKey()
-                | "Split" >> beam.FlatMap(split).with_output_types(Any).with_outputs("counts", "rejects", main="kept"))
+                | "Split" >> beam.FlatMap(split).with_output_types(Any)
+                .with_outputs(ledger.COUNTS, ledger.REJECTS, main="kept"))
 
 
 def _stage_output(split, bad, stage: str) -> StageOutput:
-    counts = (split.counts, bad | "BadCounts" >> beam.Map(lambda item: item[0])) | "Counts" >> beam.Flatten()
+    bad_counts = bad | "BadCounts" >> beam.Map(lambda item: ledger.live(item[0]))
+    counts = (split.counts, bad_counts) | "Counts" >> beam.Flatten()
     rejects = (split.rejects, bad | "BadRejects" >> beam.Map(lambda item: item[1])) | "Rejects" >> beam.Flatten()
     return StageOutput(split.kept, rejects, counts)
 
@@ -214,7 +210,7 @@ class AdReplies(beam.PTransform):
 
 # ---------------------------------------------------------------- generic replies
 
-_TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+|[^\s]", re.UNICODE)
+_TOKEN = re.compile(f"[{HAN_RANGES}]" + r"|[^\W_]+|[^\s]", re.UNICODE)
 
 
 def tokens(text: str) -> list[str]:
@@ -284,15 +280,15 @@ class GenericReplies(beam.PTransform):
                            if i > 0 and generic_cover(tokens(turn), generic_grams) > max_cover}
                 fragments, counts, rejects = split_outcome(session, removed, stage, "generic-reply")
                 yield from fragments
-                yield beam.pvalue.TaggedOutput("counts", counts)
+                yield ledger.counted(counts)
                 for row in rejects:
-                    yield beam.pvalue.TaggedOutput("rejects", row)
+                    yield beam.pvalue.TaggedOutput(ledger.REJECTS, row)
 
         split_out = ({"sessions": sessions | "KeySessions" >> beam.Map(lambda s: (join_key(s), s)),
                       "generic": places}
                      | "JoinSessions" >> beam.CoGroupByKey()
                      | "Split" >> beam.FlatMap(split).with_output_types(Any)
-                     .with_outputs("counts", "rejects", main="kept"))
+                     .with_outputs(ledger.COUNTS, ledger.REJECTS, main="kept"))
         return _stage_output(split_out, checked.bad, stage)
 
 
@@ -417,7 +413,7 @@ class ThreadsToSessions(beam.PTransform):
                 yield post.id, post
             else:
                 yield beam.pvalue.TaggedOutput("bad", (
-                    {f"{stage}|in": 1, f"{stage}|drop|{BAD_INPUT}": 1}, item_reject(post, stage, BAD_INPUT)))
+                    ledger.dropped_counts(stage, BAD_INPUT), ledger.reject_row(post, stage, BAD_INPUT)))
 
         def first_of_duplicates(grouped):
             _, copies = grouped
@@ -425,7 +421,7 @@ class ThreadsToSessions(beam.PTransform):
             yield first
             for post in others:
                 yield beam.pvalue.TaggedOutput("bad", (
-                    {f"{stage}|in": 1, f"{stage}|drop|duplicate-id": 1}, item_reject(post, stage, "duplicate-id")))
+                    ledger.dropped_counts(stage, "duplicate-id"), ledger.reject_row(post, stage, "duplicate-id")))
 
         checked = posts | "Validate" >> beam.FlatMap(validate).with_output_types(Any).with_outputs("bad", main="ok")
         unique = (checked.ok | "GroupIds" >> beam.GroupByKey()
@@ -448,7 +444,7 @@ class ThreadsToSessions(beam.PTransform):
                         yield "c\x00" + value, post
                     else:
                         yield beam.pvalue.TaggedOutput("unresolved", (
-                            {f"{stage}|in": 1, f"{stage}|drop|{value}": 1}, item_reject(post, stage, value)))
+                            ledger.dropped_counts(stage, value), ledger.reject_row(post, stage, value)))
 
         by_root = ({"post": linked | "KeyById" >> beam.Map(lambda post: (post.id, post)), "label": labels}
                    | "JoinLabels" >> beam.CoGroupByKey()
@@ -469,19 +465,18 @@ class ThreadsToSessions(beam.PTransform):
             yield from sessions
             ids = {post.id for post in thread_posts}
             for post, outcome in outcomes:
-                counts = {f"{stage}|in": 1}
-                counts[f"{stage}|out" if outcome == "out" else f"{stage}|drop|{outcome}"] = 1
+                counts = ledger.kept_counts(stage) if outcome == "out" else ledger.dropped_counts(stage, outcome)
                 if post.parent_id and post.parent_id not in ids and missing_parent == "root":
-                    counts[f"{stage}|count|missing-parent"] = 1
-                yield beam.pvalue.TaggedOutput("counts", counts)
+                    counts[ledger.key(stage, "count", "missing-parent")] = 1
+                yield ledger.counted(counts)
                 if outcome in ("out", "merged-into-session"):
                     continue
                 if outcome != "merged-into-session":
-                    yield beam.pvalue.TaggedOutput("rejects", item_reject(post, stage, outcome))
+                    yield beam.pvalue.TaggedOutput(ledger.REJECTS, ledger.reject_row(post, stage, outcome))
 
         built = ((by_root.ok, deep_marks, by_thread_id) | "AllThreads" >> beam.Flatten()
                  | "GroupThreads" >> beam.GroupByKey()
                  | "BuildThreads" >> beam.FlatMap(build).with_output_types(Any)
-                 .with_outputs("counts", "rejects", main="kept"))
+                 .with_outputs(ledger.COUNTS, ledger.REJECTS, main="kept"))
         bad = (checked.bad, unique.bad, by_root.unresolved) | "AllBad" >> beam.Flatten()
         return _stage_output(built, bad, stage)

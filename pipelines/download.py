@@ -33,7 +33,6 @@ from typing import Any, Iterable, Iterator
 from urllib.parse import quote, urljoin, urlsplit
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
@@ -370,8 +369,6 @@ class DownloadImages(beam.DoFn):
         batch, self._buffer = self._buffer, []
         for item, result in self._downloader.fetch_many(batch):
             if isinstance(result, bytes):
-                Metrics.counter("download", "ok").inc()
                 yield dataclasses.replace(item, image=result)   # never mutate an input element (Beam's rule)
             else:
-                Metrics.counter("download", result).inc()
                 yield Skip(item.key, item.source, f"download:{result}", item.url)

@@ -19,12 +19,11 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import apache_beam as beam
-from apache_beam import pvalue
-from apache_beam.metrics import Metrics
 
-from pipelines.dedup.common import StageOutput, dropped_count, kept_count, reject_row
+from pipelines import ledger, progress
+from pipelines.dedup.common import StageOutput
 
-REJECTS, COUNTS = "rejects", "counts"
+REJECTS, COUNTS = ledger.REJECTS, ledger.COUNTS
 HASH_BITS = 64
 
 
@@ -59,7 +58,7 @@ class _NearPairs(beam.DoFn):
 
     def __init__(self, max_distance: int, max_bucket: int):
         self.max_distance, self.max_bucket = max_distance, max_bucket
-        self.capped = Metrics.counter("image_dedup", "bucket-capped")
+        self.capped = progress.counter("phash_dedup|bucket-capped")
 
     def process(self, element: tuple[Any, Iterable[str]]):
         _, hashes = element
@@ -105,10 +104,9 @@ class _Apply(beam.DoFn):
         for i, record in enumerate(records):
             if keepers or i:
                 reason = f"phash-duplicate-of:{keepers[0] if keepers else record['id']}"
-                yield pvalue.TaggedOutput(COUNTS, dropped_count(self.stage, reason))
-                yield pvalue.TaggedOutput(REJECTS, reject_row(record, self.stage, reason))
+                yield from ledger.dropped(record, self.stage, reason)
             else:
-                yield pvalue.TaggedOutput(COUNTS, kept_count(self.stage))
+                yield ledger.passed(self.stage)
                 yield record
 
 

@@ -13,63 +13,27 @@
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import hashlib
 import io
 import json
 import math
 import tarfile
-from importlib import resources
 from typing import Any, Iterable
 
 import apache_beam as beam
-import yaml
-from apache_beam import pvalue
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 from cleaners.document import encodable, stable_hash
 from cleaners.image.record import DATA_TYPE, ImageText
-from pipelines import progress
+from pipelines import ledger, progress
 from pipelines.inputs import MatchInputs
-from pipelines.dedup.common import dropped_count, kept_count
-from pipelines.shards_job import tar_bytes
-from shards.writer import tar_member
+from shards.writer import tar_bytes, tar_member
 
 READ, CAPTION, DOWNLOAD, IMAGE, PHASH = "read", "caption", "download", "image", "phash_dedup"
-REJECTS, COUNTS = "rejects", "counts"
+REJECTS, COUNTS = ledger.REJECTS, ledger.COUNTS
 IMAGES_DIR, SHARDS_INDEX = "images", "shards.json"
-
-
-def load_image_text_recipe(path: str | None = None) -> dict[str, Any]:
-    """The default recipe (cleaners/data/image_text_recipe.yaml) with the sections of `path` replacing its own."""
-    config = yaml.safe_load(resources.files("cleaners").joinpath("data/image_text_recipe.yaml").read_text("utf-8"))
-    if path:
-        with open(path, encoding="utf-8") as fh:
-            user = yaml.safe_load(fh) or {}
-        if not isinstance(user, dict):
-            raise ValueError("a recipe must be a YAML mapping")
-        unknown = set(user) - set(config)
-        if unknown:
-            raise ValueError(f"unknown recipe section(s) {sorted(unknown)}; known: {', '.join(config)}")
-        for section, params in copy.deepcopy(user).items():
-            config[section] = {**(config.get(section) or {}), **(params or {})}
-    return config
-
-
-def _item_reject(item: Any, stage: str, reason: str) -> dict[str, Any]:
-    from cleaners.document import reject_row
-
-    return reject_row(stage, reason, key=item.key, url=getattr(item, "url", ""), source=item.source)
-
-
-def _drop(item: Any, stage: str, reason: str):
-    progress.count(dropped=1)
-    yield pvalue.TaggedOutput(COUNTS, dropped_count(stage, reason))
-    yield pvalue.TaggedOutput(REJECTS, _item_reject(item, stage, reason))
 
 
 class ReadPairs(beam.DoFn):
@@ -89,20 +53,21 @@ class ReadPairs(beam.DoFn):
             stream = FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED)
         except Exception as exc:
             progress.count(files_read=1, bytes_read=metadata.size_in_bytes, records_read=1)
-            yield from _drop(Skip(f"{path}#open", path, ""), READ, f"unreadable-file:{type(exc).__name__}")
+            yield from ledger.dropped(Skip(f"{path}#open", path, ""), READ, f"unreadable-file:{type(exc).__name__}")
             return
         with stream:
             try:
                 items = iter_image_text_file(stream, path, self.columns, opener=_open_any)
                 for item in progress.track_file(items, stream, metadata.size_in_bytes):
                     if isinstance(item, ImageText):
-                        yield pvalue.TaggedOutput(COUNTS, kept_count(READ))
+                        yield ledger.passed(READ)
                         yield item
                     else:
-                        yield from _drop(item, READ, item.reason)
+                        yield from ledger.dropped(item, READ, item.reason)
             except Exception as exc:  # a reader bug costs one file, not the run
                 progress.count(records_read=1)
-                yield from _drop(Skip(f"{path}#error", path, ""), READ, f"damaged:reader-error:{type(exc).__name__}")
+                yield from ledger.dropped(Skip(f"{path}#error", path, ""), READ,
+                                          f"damaged:reader-error:{type(exc).__name__}")
 
     def finish_bundle(self) -> None:
         progress.flush()
@@ -113,38 +78,14 @@ def _open_any(path: str):
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-class CheckCaptions(beam.DoFn):
-    def __init__(self, params: dict[str, Any]):
-        self.params = params
-        self.checks = None
-
-    def setup(self) -> None:
-        from cleaners.image.caption import CaptionChecks
-
-        self.checks = CaptionChecks(**self.params)
-        self.checks.setup()
-
-    def process(self, item: ImageText):
-        outcome = self.checks.check(item.caption)
-        if isinstance(outcome, str):
-            yield from _drop(item, CAPTION, outcome)
-            return
-        caption, lang = outcome
-        yield pvalue.TaggedOutput(COUNTS, kept_count(CAPTION))
-        yield dataclasses.replace(item, caption=caption, lang=lang)   # never mutate an input element
-
-    def finish_bundle(self) -> None:
-        progress.flush()
-
-
 def count_download(item: Any):
     """After the download DoFn: pairs with image bytes go on, failed downloads (Skips) are counted drops."""
     if isinstance(item, ImageText):
-        yield pvalue.TaggedOutput(COUNTS, kept_count(DOWNLOAD))
+        yield ledger.passed(DOWNLOAD)
         yield item
     else:
         reason = item.reason.removeprefix(f"{DOWNLOAD}:")
-        yield from _drop(item, DOWNLOAD, reason)
+        yield from ledger.dropped(item, DOWNLOAD, reason)
 
 
 def pair_id(original: bytes, caption: str) -> str:
@@ -152,32 +93,12 @@ def pair_id(original: bytes, caption: str) -> str:
     return stable_hash(hashlib.sha256(original).hexdigest(), caption)
 
 
-class CheckImages(beam.DoFn):
-    """Decode, check and re-encode one image; a kept pair becomes the output record (a dict)."""
-
-    def __init__(self, params: dict[str, Any]):
-        self.params = params
-        self.checks = None
-
-    def setup(self) -> None:
-        from cleaners.image.checks import ImageChecks
-
-        self.checks = ImageChecks(**self.params)
-
-    def process(self, item: ImageText):
-        outcome = self.checks.check(item.image or b"")
-        if isinstance(outcome, str):
-            yield from _drop(item, IMAGE, outcome)
-            return
-        facts = {**item.facts, **outcome.facts(), "original_bytes": len(item.image or b"")}
-        progress.count(kept=1)
-        yield pvalue.TaggedOutput(COUNTS, kept_count(IMAGE))
-        yield {"id": pair_id(item.image or b"", item.caption), "key": item.key, "source": item.source,
-               "url": item.url, "caption": item.caption, "lang": item.lang, "dataType": DATA_TYPE,
-               "facts": facts, "meta": item.meta, "jpg": outcome.jpeg}
-
-    def finish_bundle(self) -> None:
-        progress.flush()  # also the download drops counted in this fused stage
+def to_output_record(pair: ImageText, checked: ImageText) -> dict[str, Any]:
+    """The output record of a pair the image step kept: `checked` holds the re-encoded JPEG and the facts; the id
+    hashes the original image bytes (`pair`'s) with the clean caption."""
+    return {"id": pair_id(pair.image or b"", checked.caption), "key": checked.key, "source": checked.source,
+            "url": checked.url, "caption": checked.caption, "lang": checked.lang, "dataType": DATA_TYPE,
+            "facts": checked.facts, "meta": checked.meta, "jpg": checked.image}
 
 
 def to_sample(record: dict[str, Any]) -> dict[str, Any]:
@@ -214,7 +135,7 @@ class WriteImageShard(beam.DoFn):
         if FileSystems.exists(final):
             FileSystems.delete([final])
         FileSystems.rename([tmp], [final])
-        Metrics.counter("image_text", "shards-written").inc()
+        progress.counter("shards-written").inc()
         progress.count(written=len(ordered))
         yield {"name": shard_file_name(index), "samples": len(ordered), "bytes": size, "sha256": digest.hexdigest()}
 
@@ -281,7 +202,9 @@ def stage_order(config: dict[str, Any]) -> list[str]:
 def build_image_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str, config: dict[str, Any]) -> None:
     from pipelines.download import DownloadImages
     from pipelines.image_dedup import PerceptualDedup
-    from pipelines.text import write_rejects_and_stats
+    from cleaners.recipe import build_step
+    from pipelines.sinks import write_rejects_and_stats
+    from pipelines.steps import RunSteps
 
     out_cfg = dict(config.get("output") or {})
     shard_size = int(out_cfg.get("shard_size_bytes", 256_000_000))
@@ -293,15 +216,17 @@ def build_image_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output
             | "SpreadFiles" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(ReadPairs(dict(config.get("read") or {})))
             .with_outputs(REJECTS, COUNTS, main="pairs"))
+    caption_step = build_step(CAPTION, config.get("caption"), kind="image_text")
+    image_step = build_step(IMAGE, config.get("image"), kind="image_text")
     captions = (read.pairs
                 | "SpreadPairs" >> beam.Reshuffle()
-                | "Captions" >> beam.ParDo(CheckCaptions(dict(config.get("caption") or {})))
+                | "Captions" >> beam.ParDo(RunSteps([caption_step], live_kept=False))
                 .with_outputs(REJECTS, COUNTS, main="pairs"))
     downloaded = (captions.pairs
                   | "Download" >> beam.ParDo(DownloadImages(dict(config.get("download") or {})))
                   | "CountDownloads" >> beam.FlatMap(count_download).with_outputs(REJECTS, COUNTS, main="pairs"))
     images = (downloaded.pairs
-              | "Images" >> beam.ParDo(CheckImages(dict(config.get("image") or {})))
+              | "Images" >> beam.ParDo(RunSteps([image_step], finish=to_output_record))
               .with_outputs(REJECTS, COUNTS, main="records"))
     rejects = [read[REJECTS], captions[REJECTS], downloaded[REJECTS], images[REJECTS]]
     counts = [read[COUNTS], captions[COUNTS], downloaded[COUNTS], images[COUNTS]]

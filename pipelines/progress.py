@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 LOG = logging.getLogger(__name__)
 ENV = "WUDAO_PROGRESS_DIR"
+NAMESPACE = "wudao"
 INTERVAL = 0.5
 #: the counts shown on the line, in order; any other count (e.g. `written`) is appended when non-zero
 FIELDS = ("files_read", "bytes_read", "records_read", "kept", "dropped")
@@ -88,14 +89,21 @@ def _current() -> Reporter | None:
     return reporter
 
 
+def counter(name: str):
+    """The Beam counter `wudao/<name>`, cached per process: the one namespace of every pipeline's counters
+    (progress fields here, ledger counts from `ledger.SumPerBundle`, and a few stage facts such as
+    `download|ok`)."""
+    found = _counters.get(name)
+    if found is None:
+        from apache_beam.metrics import Metrics
+
+        found = _counters[name] = Metrics.counter(NAMESPACE, name)
+    return found
+
+
 def _beam_counters(deltas: dict[str, int]) -> None:
     for name, n in deltas.items():
-        counter = _counters.get(name)
-        if counter is None:
-            from apache_beam.metrics import Metrics
-
-            counter = _counters[name] = Metrics.counter("wudao", name)
-        counter.inc(n)
+        counter(name).inc(n)
 
 
 def count(**deltas: int) -> None:

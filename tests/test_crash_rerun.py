@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cli import sample_inputs
+from pipelines.run import sample_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = {"in_process": [], "multi_processing": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]}
@@ -134,7 +134,7 @@ def test_stats_marker_waits_for_every_sink(tmp_path, kind):
     import apache_beam as beam
 
     from cleaners.recipe import load_recipe
-    from pipelines.image_text import build_image_text_pipeline, load_image_text_recipe
+    from pipelines.image_text import build_image_text_pipeline
     from pipelines.text import build_text_pipeline
 
     pipeline = beam.Pipeline()
@@ -142,7 +142,7 @@ def test_stats_marker_waits_for_every_sink(tmp_path, kind):
         build_text_pipeline(pipeline, ["in/*.warc.gz"], str(tmp_path), load_recipe(None))
         sinks = {"WriteCorpus", "WriteRejects"}
     else:
-        build_image_text_pipeline(pipeline, ["in/*.csv"], str(tmp_path), load_image_text_recipe(None))
+        build_image_text_pipeline(pipeline, ["in/*.csv"], str(tmp_path), load_recipe(kind="image_text"))
         sinks = {"WriteIndex", "WriteRejects"}
     stats = [t for t in pipeline.transforms_stack[0].parts if t.full_label == "WriteStats"]
     assert len(stats) == 1

@@ -17,7 +17,7 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from pipelines.cli import pipeline_options
+from pipelines.run import pipeline_options
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "gs://wudao-test-bucket"
@@ -28,13 +28,16 @@ SHIPPING = {"setup_file": ["--setup_file=./setup.py"],
 
 
 def _builders():
+    from functools import partial
+
     from cleaners.recipe import load_recipe
-    from pipelines.dialogue import build_dialogue_pipeline, load_dialogue_recipe
-    from pipelines.image_text import build_image_text_pipeline, load_image_text_recipe
+    from pipelines.dialogue import build_dialogue_pipeline
+    from pipelines.image_text import build_image_text_pipeline
     from pipelines.text import build_text_pipeline
 
-    return {"text": (build_text_pipeline, load_recipe), "dialogue": (build_dialogue_pipeline, load_dialogue_recipe),
-            "image-text": (build_image_text_pipeline, load_image_text_recipe)}
+    return {"text": (build_text_pipeline, load_recipe),
+            "dialogue": (build_dialogue_pipeline, partial(load_recipe, kind="dialogue")),
+            "image-text": (build_image_text_pipeline, partial(load_recipe, kind="image_text"))}
 
 
 def _gcs_available() -> bool:

@@ -13,7 +13,7 @@ import pytest
 
 from cleaners.dialogue.records import Post
 from pipelines.dedup.components import CYCLE, TOO_DEEP, ForestRoots, loop_or_deep
-from pipelines.dialogue import load_dialogue_recipe
+from cleaners.recipe import load_recipe
 from pipelines.dialogue_stages import ThreadsToSessions
 from pipelines.ledger import SumCounts
 
@@ -54,7 +54,7 @@ NEIGHBOUR_SESSIONS = [["hello", "hi there", "how are you"], ["reply to a lost po
 
 
 def test_recipe_rounds_reach_realistic_depths():
-    assert 2 ** load_dialogue_recipe()["threads"]["max_rounds"] >= 1_000_000
+    assert 2 ** load_recipe(kind="dialogue")["threads"]["max_rounds"] >= 1_000_000
 
 
 def test_20000_post_chain_becomes_its_last_max_depth_posts():

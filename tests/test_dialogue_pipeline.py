@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cli import main, run_dialogue, sample_inputs
-from pipelines.dedup.common import ledger_reason
+from pipelines.cli import main
+from pipelines.run import run_dialogue, sample_inputs
+from pipelines.ledger import ledger_reason
 
 
 def read_rows(folder: Path) -> list[dict]:

@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from cleaners.dialogue.records import Session, session_id
+from cleaners.runner import StepRunner
 from cleaners.dialogue.rules import (
     SessionCleaner, cut_repeats, erase_emoticons, erase_hashtags, erase_platform_text, erase_reply_prefix,
     erase_repost_chain, erase_urls, mostly_chinese, top_words_share, words_of,
 )
+from pipelines.ledger import events_to_counts, reject_row
 
 STAGE = "dialogue_rules"
 
@@ -21,6 +24,13 @@ def cleaner() -> SessionCleaner:
     c = SessionCleaner()
     c.setup()
     return c
+
+
+def process(cleaner: SessionCleaner, session: Session) -> SimpleNamespace:
+    """The step run as the pipeline runs it: fragments kept, ledger counts and reject rows."""
+    out = StepRunner([cleaner]).run(session)
+    return SimpleNamespace(fragments=out.kept, counts=events_to_counts(out.events),
+                           rejects=[reject_row(item, stage, reason) for item, stage, reason in out.drops])
 
 
 def cut(cleaner: SessionCleaner, text: str) -> str:
@@ -107,7 +117,7 @@ def test_mostly_chinese():
 def test_split_at_bad_middle_turn(cleaner):
     turns = ["今天去哪儿玩", "去公园吧", "x", "公园人多吗", "周末人很多"]
     session = Session(turns=turns, key="f.jsonl#3", source="f.jsonl", lang="zh", speakers=list("ABABA"))
-    out = cleaner.process(session)
+    out = process(cleaner, session)
     assert [f.turns for f in out.fragments] == [turns[:2], turns[3:]]
     assert [f.key for f in out.fragments] == ["f.jsonl#3/fragment-1", "f.jsonl#3/fragment-2"]
     assert [f.id for f in out.fragments] == [session_id(turns[:2]), session_id(turns[3:])]
@@ -121,7 +131,7 @@ def test_split_at_bad_middle_turn(cleaner):
 
 def test_single_turn_left_is_dropped(cleaner):
     session = Session(turns=["你好呀", "x", "嗯嗯"], key="f#1", source="f", lang="zh")
-    out = cleaner.process(session)
+    out = process(cleaner, session)
     assert out.fragments == []
     assert out.counts == {f"{STAGE}|in": 1, f"{STAGE}|drop|too-few-turns": 1,
                           f"{STAGE}|count|utt-dropped:too-short": 1, f"{STAGE}|count|utt-dropped:too-few-turns": 2}
@@ -130,14 +140,14 @@ def test_single_turn_left_is_dropped(cleaner):
 
 
 def test_no_good_utterance_names_the_rule(cleaner):
-    out = cleaner.process(Session(turns=["hello there", "fine thanks"], lang="zh"))
+    out = process(cleaner, Session(turns=["hello there", "fine thanks"], lang="zh"))
     assert out.rejects[0]["reason"] == "no-chinese"
     assert out.counts[f"{STAGE}|drop|no-chinese"] == 1
 
 
 def test_empty_after_erasing_splits(cleaner):
     turns = ["你看这个视频", "https://v.example.com/1 [哈哈]", "没看懂", "我也没看懂"]
-    out = cleaner.process(Session(turns=turns, lang="zh"))
+    out = process(cleaner, Session(turns=turns, lang="zh"))
     assert [f.turns for f in out.fragments] == [["没看懂", "我也没看懂"]]
     assert out.counts[f"{STAGE}|count|utt-dropped:empty"] == 1
     assert out.counts[f"{STAGE}|count|utt-dropped:too-few-turns"] == 1
@@ -147,12 +157,12 @@ def test_empty_after_erasing_splits(cleaner):
 
 def test_untouched_session_keeps_id_and_key(cleaner):
     session = Session(turns=["吃饭了吗", "还没呢"], id="given-id", key="k#0", lang="zh")
-    [kept] = cleaner.process(session).fragments
+    [kept] = process(cleaner, session).fragments
     assert (kept.id, kept.key, kept.turns, kept.meta) == ("given-id", "k#0", ["吃饭了吗", "还没呢"], {})
 
 
 def test_edited_session_gets_new_id_same_key(cleaner):
-    out = cleaner.process(Session(turns=["哈哈哈哈哈哈你好", "打电话13812345678给我"], key="k#0", lang="zh"))
+    out = process(cleaner, Session(turns=["哈哈哈哈哈哈你好", "打电话13812345678给我"], key="k#0", lang="zh"))
     [kept] = out.fragments
     assert kept.turns == ["哈哈哈你好", "打电话<PHONE>给我"]
     assert kept.id == session_id(kept.turns) and kept.key == "k#0"
@@ -162,38 +172,39 @@ def test_edited_session_gets_new_id_same_key(cleaner):
 
 def test_names_are_consistent_within_a_session(cleaner):
     turns = ["@小明 @小红 你们来吗", "回复@小红:来啊 @小明", "小红 说她也来", "好的我们等你"]
-    out = cleaner.process(Session(turns=turns, lang="zh", speakers=["小红", "小刚", "human", "小刚"]))
+    out = process(cleaner, Session(turns=turns, lang="zh", speakers=["小红", "小刚", "human", "小刚"]))
     [kept] = out.fragments
     assert kept.turns == ["<NAME2> <NAME1> 你们来吗", "来啊 <NAME2>", "<NAME1> 说她也来", "好的我们等你"]
     assert kept.speakers == ["<NAME1>", "<NAME3>", "human", "<NAME3>"]
     # a fresh session numbers from <NAME1> again
-    [other] = cleaner.process(Session(turns=["@小明 在吗", "在的在的"], lang="zh")).fragments
+    [other] = process(cleaner, Session(turns=["@小明 在吗", "在的在的"], lang="zh")).fragments
     assert other.turns[0] == "<NAME1> 在吗"
 
 
 def test_role_speakers_stay():
     cleaner = SessionCleaner()
-    [kept] = cleaner.process(Session(turns=["hi, how are you", "fine, I am a gpt model"],
+    [kept] = process(cleaner, Session(turns=["hi, how are you", "fine, I am a gpt model"],
                                      speakers=["human", "gpt"], lang="en")).fragments
     assert kept.speakers == ["human", "gpt"] and kept.turns[1] == "fine, I am a gpt model"
 
 
 @pytest.mark.parametrize("turns", [None, "一句话", ["你好", 3], [None, "好的"]])
 def test_bad_turns_are_a_counted_reason(cleaner, turns):
-    out = cleaner.process(Session(turns=turns, id="bad", key="k#9", source="s"))
+    out = process(cleaner, Session(turns=turns, id="bad", key="k#9", source="s"))
     assert out.fragments == [] and out.rejects[0]["reason"] == "bad-input"
     assert out.counts == {f"{STAGE}|in": 1, f"{STAGE}|drop|bad-input": 1}
 
 
 def test_speakers_mismatch_is_counted_not_fatal(cleaner):
-    out = cleaner.process(Session(turns=["你好呀", "你好"], speakers=["A"], lang="zh"))
+    out = process(cleaner, Session(turns=["你好呀", "你好"], speakers=["A"], lang="zh"))
     assert out.fragments[0].speakers is None
     assert out.counts[f"{STAGE}|count|speakers-mismatch"] == 1
 
 
 def test_custom_stage_name_and_params():
-    cleaner = SessionCleaner(stage_name="dlg", min_turns=3, max_chars=5)
-    out = cleaner.process(Session(turns=["你好呀", "你好", "今天天气很好啊"], lang="zh"))
+    cleaner = SessionCleaner(min_turns=3, max_chars=5)
+    cleaner.stage_name = "dlg"          # a recipe's `as:` key
+    out = process(cleaner, Session(turns=["你好呀", "你好", "今天天气很好啊"], lang="zh"))
     assert out.counts == {"dlg|in": 1, "dlg|drop|too-few-turns": 1, "dlg|count|utt-dropped:too-long": 1,
                           "dlg|count|utt-dropped:too-few-turns": 2}
     with pytest.raises(ValueError):
@@ -202,10 +213,10 @@ def test_custom_stage_name_and_params():
 
 def test_pickles_before_and_after_setup(cleaner):
     session = Session(turns=["@甲 哈哈哈哈哈哈", "x", "好的好的好的好的好的", "再见啦"], key="p#1", lang="zh")
-    expected = cleaner.process(session)
+    expected = process(cleaner, session)
     for original in (SessionCleaner(), cleaner):
         clone = pickle.loads(pickle.dumps(original))
-        assert clone.process(session) == expected
+        assert process(clone, session) == expected
 
 
 _UTTERANCE = st.one_of(
@@ -219,10 +230,10 @@ _UTTERANCE = st.one_of(
 def test_ledger_balances_and_fragments_pass_the_rules(turns, lang):
     cleaner = SessionCleaner()
     session = Session(turns=turns, key="h#0", lang=lang)
-    out = cleaner.process(session)
+    out = process(cleaner, session)
     assert balanced(out.counts)
     assert len(out.rejects) == (0 if out.fragments else 1)
-    assert cleaner.process(session) == out                       # deterministic
+    assert process(cleaner, session) == out                       # deterministic
     for fragment in out.fragments:
         assert len(fragment.turns) >= cleaner.min_turns
         assert all(cleaner.judge(t, chinese=lang == "zh") is None for t in fragment.turns)
@@ -236,7 +247,7 @@ def test_real_lccc_sample(corpus_samples):
     totals: Counter[str] = Counter()
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
         turns = [turn.replace(" ", "") for turn in line.split("\t")]
-        totals.update(cleaner.process(Session(turns=turns, key=f"toy_valid.txt#{i}", lang="zh")).counts)
+        totals.update(process(cleaner, Session(turns=turns, key=f"toy_valid.txt#{i}", lang="zh")).counts)
     assert totals[f"{STAGE}|in"] == 2000
     assert balanced(totals)
     assert totals[f"{STAGE}|out"] >= 0.98 * 2000

@@ -15,7 +15,7 @@ from PIL import Image
 
 from cleaners.image.record import ImageText
 from pipelines.download import DownloadConfig, Downloader
-from pipelines.image_text import load_image_text_recipe
+from cleaners.recipe import load_recipe
 from pipelines.readers.image_text import ImageTextColumns, iter_image_text_file
 from pipelines.readers.skip import Skip
 
@@ -85,7 +85,7 @@ def test_image_paths_stay_under_the_input_folder(layout):
 
 
 def test_pipeline_counts_the_refused_path_and_writes_only_the_inside_image(layout, tmp_path):
-    from pipelines.cli import run_image_text
+    from pipelines.run import run_image_text
 
     path = _listing(layout["data"], ["img/a.jpg", str(layout["outside"] / "x.jpg")])
     config = tmp_path / "recipe.yaml"
@@ -99,8 +99,8 @@ def test_pipeline_counts_the_refused_path_and_writes_only_the_inside_image(layou
 
 
 def test_image_roots_from_the_recipe_and_relative_roots(layout, monkeypatch):
-    assert load_image_text_recipe()["read"]["image_roots"] == []
-    assert ImageTextColumns.from_dict(load_image_text_recipe()["read"]).image_roots == []
+    assert load_recipe(kind="image_text")["read"]["image_roots"] == []
+    assert ImageTextColumns.from_dict(load_recipe(kind="image_text")["read"]).image_roots == []
     monkeypatch.chdir(layout["extra"].parent)
     cols = ImageTextColumns.from_dict({"image_roots": "extra"})          # one string, relative to the cwd
     assert cols.image_roots == [str(layout["extra"])]
@@ -205,6 +205,6 @@ def test_drip_server_hits_the_deadline_and_is_retried_once(drip_server):
 
 
 def test_deadline_in_the_recipe_and_checked():
-    assert DownloadConfig.from_dict(load_image_text_recipe()["download"]).deadline_s == 30.0
+    assert DownloadConfig.from_dict(load_recipe(kind="image_text")["download"]).deadline_s == 30.0
     with pytest.raises(ValueError, match="deadline_s"):
         DownloadConfig(deadline_s=0)

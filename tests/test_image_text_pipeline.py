@@ -17,7 +17,8 @@ import webdataset as wds
 from PIL import Image
 
 from cleaners.image.checks import ImageChecks
-from pipelines.cli import main, run_image_text
+from pipelines.cli import main
+from pipelines.run import run_image_text
 
 
 def _rejects(out: Path) -> list[dict]:

@@ -68,7 +68,7 @@ def test_sum_per_bundle_keeps_the_totals_and_emits_one_dict_per_bundle():
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
 
-    from pipelines.cli import pipeline_options
+    from pipelines.run import pipeline_options
     from pipelines.ledger import SumCounts, SumPerBundle
 
     inputs = [{"a|in": 1, "a|out": 1}] * 100 + [{"a|in": 1, "a|drop|x": 1}] * 5

@@ -17,7 +17,7 @@ from cleaners.document import stable_hash
 from cleaners.filters.text_stats import count_han
 from cleaners.lines import (countable_hash, distinct_line_hashes, line_hash, normalize_line, remove_lines,
                             split_lines)
-from pipelines.dedup.common import dropped_count, kept_count
+from pipelines.ledger import dropped_counts, kept_counts
 from pipelines.dedup.lines import LineDedup
 
 STAGE = "line_dedup"
@@ -200,7 +200,7 @@ def reject(rec: dict, reason: str) -> dict:
 
 
 def removed_count(n: int) -> dict:
-    return {**kept_count(STAGE), f"{STAGE}|count|lines-removed": n}
+    return {**kept_counts(STAGE), f"{STAGE}|count|lines-removed": n}
 
 
 def test_footer_and_cookie_lines_are_removed_and_other_lines_kept_in_order():
@@ -214,7 +214,7 @@ def test_footer_and_cookie_lines_are_removed_and_other_lines_kept_in_order():
         changed(e1, f"{EN_BODIES[1]}\n{EN_BODIES[2]}"),
         u0,                                                       # unchanged, uniqueKey included
     ]
-    counts = [removed_count(1)] * 6 + [kept_count(STAGE), dropped_count(STAGE, "line-dedup:empty")]
+    counts = [removed_count(1)] * 6 + [kept_counts(STAGE), dropped_counts(STAGE, "line-dedup:empty")]
     check_stage(corpus(), kept, [reject(e2, "line-dedup:empty")], counts, min_docs=3)
 
 
@@ -225,19 +225,19 @@ def test_recheck_drops_a_document_left_with_too_little_chinese():
             changed(e1, f"{EN_BODIES[1]}\n{EN_BODIES[2]}"), u0]
     assert count_han(SHORT_ZH) < 50 <= min(count_han(r["content"]) for r in kept[:3])   # the changed zh docs
     rejects = [reject(z3, "line-dedup:zh-too-few-chinese-chars"), reject(e2, "line-dedup:empty")]
-    counts = [removed_count(1)] * 5 + [kept_count(STAGE), dropped_count(STAGE, "line-dedup:empty"),
-                                       dropped_count(STAGE, "line-dedup:zh-too-few-chinese-chars")]
+    counts = [removed_count(1)] * 5 + [kept_counts(STAGE), dropped_counts(STAGE, "line-dedup:empty"),
+                                       dropped_counts(STAGE, "line-dedup:zh-too-few-chinese-chars")]
     check_stage(corpus(), kept, rejects, counts, min_docs=3, recheck_steps=["wudao_zh"])
 
 
 def test_below_min_docs_nothing_changes_and_a_line_repeated_in_one_doc_counts_once():
     docs = [record("a", "同一行\n同一行\n同一行\n正文甲", "zh"), record("b", "同一行\n正文乙", "zh"),
             record("c", "正文丙", "zh")]
-    check_stage(docs, docs, [], [kept_count(STAGE)] * 3, min_docs=3)
+    check_stage(docs, docs, [], [kept_counts(STAGE)] * 3, min_docs=3)
     more = docs + [record("d", "正文丁\n同 一 行", "zh")]
     a, b, c, d = more
     kept = [changed(a, "正文甲"), changed(b, "正文乙"), c, changed(d, "正文丁")]
-    check_stage(more, kept, [], [removed_count(3), removed_count(1), kept_count(STAGE), removed_count(1)],
+    check_stage(more, kept, [], [removed_count(3), removed_count(1), kept_counts(STAGE), removed_count(1)],
                 min_docs=3)
 
 
@@ -254,7 +254,7 @@ def test_bad_records_are_dropped_and_counted():
     bad = [{"content": "no id"}, {"id": "x", "content": None, "url": "u"}, {"id": "", "content": "empty id"}]
     rejects = [{"id": r.get("id", ""), "key": "", "url": r.get("url", ""), "source": "", "stage": STAGE,
                 "reason": "line-dedup:bad-record"} for r in bad]
-    counts = [kept_count(STAGE)] + [dropped_count(STAGE, "line-dedup:bad-record")] * 3
+    counts = [kept_counts(STAGE)] + [dropped_counts(STAGE, "line-dedup:bad-record")] * 3
     check_stage([good] + bad, [good], rejects, counts, min_docs=3)
 
 
@@ -292,10 +292,10 @@ def reference(docs: list[dict], min_docs: int):
         content, removed = remove_lines(d["content"], boiler)
         if not removed:
             kept.append(d)
-            counts.append(kept_count(STAGE))
+            counts.append(kept_counts(STAGE))
         elif not content.strip():
             rejects.append(reject(d, "line-dedup:empty"))
-            counts.append(dropped_count(STAGE, "line-dedup:empty"))
+            counts.append(dropped_counts(STAGE, "line-dedup:empty"))
         else:
             kept.append(changed(d, content))
             counts.append(removed_count(removed))

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from cleaners.document import Document
 from cleaners.pii import ScrubPersonalData, id_card_valid, luhn_valid, scrub, scrub_with_counts
 from cleaners.recipe import build_steps
+from cleaners.step import Counted
 
 
 def with_check_char(first17: str) -> str:
@@ -160,20 +161,21 @@ def test_validators_directly():
 
 # --- the pii step -----------------------------------------------------------------------------------
 
-def test_pii_step_scrubs_text_and_title_and_records_counts():
+def test_pii_step_scrubs_text_and_title_and_returns_counts():
     doc = Document(id="1", title="招聘 联系13812345678", text="邮箱 hr@example.com 或 13912345678")
     out = ScrubPersonalData().apply(doc)
-    assert isinstance(out, Document)
-    assert out.title == "招聘 联系<PHONE>"
-    assert out.text == "邮箱 <EMAIL> 或 <PHONE>"
-    assert out.meta["pii"] == {"email": 1, "phone": 2}
+    assert isinstance(out, Counted) and isinstance(out.result, Document)
+    assert out.result.title == "招聘 联系<PHONE>"
+    assert out.result.text == "邮箱 <EMAIL> 或 <PHONE>"
+    assert out.counts == {"email": 1, "phone": 2}
+    assert out.result.meta == {}        # counts come back in the outcome, never through the record
 
 
-def test_pii_step_never_drops_and_leaves_meta_alone_when_clean():
+def test_pii_step_never_drops_and_counts_nothing_when_clean():
     step, = build_steps({"steps": [{"pii": {}}]})
     out = step.apply(Document(id="1", text="没有个人信息。"))
-    assert isinstance(out, Document) and "pii" not in out.meta
-    assert isinstance(step.apply(Document(id="2", text="")), Document)
+    assert out.counts == {} and out.result.meta == {} and out.result.text == "没有个人信息。"
+    assert isinstance(step.apply(Document(id="2", text="")).result, Document)
 
 
 def test_real_wudao_record_phone_is_scrubbed(corpus_samples):

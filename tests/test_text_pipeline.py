@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from cleaners.document import stable_hash
-from pipelines.cli import main, run_text, sample_inputs
-from pipelines.dedup.common import ledger_reason
+from pipelines.cli import main
+from pipelines.run import run_text, sample_inputs
+from pipelines.ledger import ledger_reason
 
 SAMPLE = Path(__file__).resolve().parents[1] / "pipelines" / "data" / "sample"
 
@@ -196,7 +197,7 @@ def test_parquet_output_and_user_recipe(tmp_path):
 def test_bad_recipe_is_a_clear_error(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("steps: [no_such_step]\n", "utf-8")
-    with pytest.raises(ValueError, match="unknown step 'no_such_step'"):
+    with pytest.raises(ValueError, match="unknown text step 'no_such_step'; known: c4, fineweb"):
         run_text([str(SAMPLE / "standalone-page.html")], str(tmp_path / "out"), str(recipe), [])
 
 

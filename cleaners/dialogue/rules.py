@@ -38,15 +38,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Callable
 
 from cleaners.dialogue.records import Session, session_id
-from cleaners.document import reject_row
+from cleaners.han import HAN_RANGES, HAN_RE
 from cleaners.pii import scrub_with_counts
+from cleaners.step import Counted, Step, register
 
-_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_HAN_RE = re.compile(f"[{_HAN}]")
+_HAN = HAN_RANGES
+_HAN_RE = HAN_RE
 _PLACEHOLDER_RE = re.compile(r"<[A-Z_]+[0-9]*>")
 _WORD_RE = re.compile(rf"<[A-Z_]+[0-9]*>|[{_HAN}]|[^\W{_HAN}]+")
 _LATIN_RE = re.compile(rf"[^\W\d_{_HAN}]")
@@ -171,23 +171,20 @@ def mostly_chinese(turns: list[str]) -> bool:
     return han > 0 and han >= len(_LATIN_RE.findall(text))
 
 
-@dataclass
-class CleanOutcome:
-    fragments: list[Session]
-    counts: dict[str, int]
-    rejects: list[dict] = field(default_factory=list)
+@register("dialogue_rules")
+class SessionCleaner(Step):
+    """LCCC-style cleaning of one `Session` into 0..n cleaned sessions (see the module docstring): the one step of
+    the dialogue recipe's `rules` section. Returns the fragments (a list: more than one is a split) or the reason
+    the session left none, with counts `utt-edited:<rule>`, `utt-dropped:<rule>`, `pii:<type>`."""
 
+    kind = "dialogue"
 
-class SessionCleaner:
-    """LCCC-style cleaning of one `Session` into 0..n cleaned sessions (see the module docstring)."""
-
-    def __init__(self, *, stage_name: str = "dialogue_rules", min_chars: int = 2, max_chars: int = 1000,
+    def __init__(self, *, min_chars: int = 2, max_chars: int = 1000,
                  max_repeats: int = 3, max_repeat_unit_chars: int = 32, max_repeat_unit_words: int = 8,
                  top_words: int = 3, top_words_max_share: float = 0.75, top_words_min_words: int = 10,
                  min_turns: int = 2, scrub_pii: bool = True) -> None:
         if min_turns < 1 or max_repeats < 1 or min_chars > max_chars:
             raise ValueError("need min_turns >= 1, max_repeats >= 1 and min_chars <= max_chars")
-        self.stage_name = stage_name
         self.min_chars, self.max_chars = min_chars, max_chars
         self.max_repeats = max_repeats
         self.max_repeat_unit_chars, self.max_repeat_unit_words = max_repeat_unit_chars, max_repeat_unit_words
@@ -205,18 +202,18 @@ class SessionCleaner:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_word_re": None, "_char_re": None}
 
-    # -- the stage --------------------------------------------------------------------------------------------
+    # -- the step ---------------------------------------------------------------------------------------------
 
-    def process(self, session: Session) -> CleanOutcome:
+    def apply(self, session: Session) -> Counted:
         if self._word_re is None:
             self.setup()
-        counts: Counter[str] = Counter({self._key("in"): 1})
+        counts: Counter[str] = Counter()
         turns, speakers = session.turns, session.speakers
         if not isinstance(turns, (list, tuple)) or not all(isinstance(t, str) for t in turns):
-            return self._drop(session, "bad-input", counts)
+            return Counted("bad-input")
         if speakers is not None and (not isinstance(speakers, (list, tuple)) or len(speakers) != len(turns)
                                      or not all(isinstance(s, str) for s in speakers)):
-            counts[self._key("count|speakers-mismatch")] += 1
+            counts["speakers-mismatch"] += 1
             speakers = None
 
         names = NamePlaceholders()
@@ -227,20 +224,16 @@ class SessionCleaner:
         failures = [self.judge(turn, chinese) for turn in cleaned]
         for reason in failures:
             if reason:
-                counts[self._key(f"count|utt-dropped:{reason}")] += 1
+                counts[f"utt-dropped:{reason}"] += 1
 
         runs = _good_runs(failures)
         kept = [run for run in runs if len(run) >= self.min_turns]
         for run in runs:
             if len(run) < self.min_turns:
-                counts[self._key("count|utt-dropped:too-few-turns")] += len(run)
+                counts["utt-dropped:too-few-turns"] += len(run)
         if not kept:
-            return self._drop(session, _main_reason(failures), counts)
-        fragments = self._fragments(session, kept, cleaned, speakers, len(turns))
-        counts[self._key("out")] += len(fragments)
-        if len(fragments) > 1:
-            counts[self._key("created")] += len(fragments) - 1
-        return CleanOutcome(fragments, dict(sorted(counts.items())))
+            return Counted(_main_reason(failures), dict(counts))
+        return Counted(self._fragments(session, kept, cleaned, speakers, len(turns)), dict(counts))
 
     def judge(self, text: str, chinese: bool) -> str | None:
         """The first judging rule an erased utterance fails, or None to keep it."""
@@ -261,12 +254,9 @@ class SessionCleaner:
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
-    def _key(self, what: str) -> str:
-        return f"{self.stage_name}|{what}"
-
     def _edited(self, rule: str, before: str, after: str, counts: Counter[str]) -> str:
         if after != before:
-            counts[self._key(f"count|utt-edited:{rule}")] += 1
+            counts[f"utt-edited:{rule}"] += 1
         return after
 
     def _erase(self, text: str, counts: Counter[str]) -> str:
@@ -281,7 +271,7 @@ class SessionCleaner:
             scrubbed, found = scrub_with_counts(text)
             text = self._edited("pii", text, scrubbed, counts)
             for kind, n in found.items():
-                counts[self._key(f"count|pii:{kind}")] += n
+                counts[f"pii:{kind}"] += n
         if text != original:
             text = _SPACE_RUN_RE.sub(" ", text)
         return text.strip()
@@ -319,11 +309,6 @@ class SessionCleaner:
                 key=session.key if whole else f"{session.key}/fragment-{number}", lang=session.lang,
                 speakers=None if speakers is None else [speakers[i] for i in run], meta=meta))
         return fragments
-
-    def _drop(self, session: Session, reason: str, counts: Counter[str]) -> CleanOutcome:
-        counts[self._key(f"drop|{reason}")] += 1
-        reject = reject_row(self.stage_name, reason, id=session.id, key=session.key, source=session.source)
-        return CleanOutcome([], dict(sorted(counts.items())), [reject])
 
 
 def _good_runs(failures: list[str | None]) -> list[list[int]]:

@@ -22,17 +22,21 @@ language it knows with probability >= `lid_min_score`.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from cleaners.filters.wordlist import read_terms
+from cleaners.image.record import ImageText
 from cleaners.fasttext_text import load_model
+from cleaners.han import HAN_RE
 from cleaners.language import BUNDLED_MODEL, guess_zh_or_en, identify
 from cleaners.normalize import normalize_text, to_simplified
 from cleaners.pii import scrub
+from cleaners.step import Step, register
 
 DEFAULT_BLOCKLIST = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "caption_blocklist.txt")
 
@@ -40,7 +44,7 @@ CHAR_COUNTED = ("zh", "ja")   # written without spaces: length in characters, ot
 _DJ_TOKENS = re.compile(r"<__dj__image>|<\|__dj__eoc\|>")
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
 _HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>")
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_HAN = HAN_RE
 _KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
 _HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
@@ -78,9 +82,13 @@ def _junk_pattern(terms: list[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(parts), re.I) if parts else None
 
 
+@register("caption")
 @dataclass(kw_only=True)
-class CaptionChecks:
-    """Configuration of the caption checks (the recipe's `caption:` section)."""
+class CaptionChecks(Step):
+    """The caption step of the image-text recipe (keyword arguments from the recipe's `caption:` section):
+    `apply(pair)` gives the pair with its clean caption and language, or the reason to drop it."""
+
+    kind: ClassVar[str] = "image_text"
 
     min_chars: int = 5                   # zh, ja: characters, not counting spaces
     min_words: int = 3                   # en and others: words
@@ -141,6 +149,17 @@ class CaptionChecks:
             self.setup()
         rest = self._junk.sub(" ", text) if self._junk is not None else text
         return not any(ch.isalpha() for ch in rest)
+
+    def applies_to(self, pair: ImageText) -> bool:
+        """Every pair: here `languages` names the caption languages to keep, not the pairs the step sees."""
+        return True
+
+    def apply(self, pair: ImageText) -> ImageText | str:
+        checked = self.check(pair.caption)
+        if isinstance(checked, str):
+            return checked
+        caption, lang = checked
+        return dataclasses.replace(pair, caption=caption, lang=lang)   # never mutate an input element
 
     def check(self, caption: Any) -> tuple[str, str] | str:
         """(clean caption, lang) or the reason to drop the pair."""

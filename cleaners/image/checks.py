@@ -17,14 +17,17 @@ a truncated image is dropped, not half loaded.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cleaners.image.phash import phash
+from cleaners.image.record import ImageText
+from cleaners.step import Step, register
 
 RESAMPLE = {
     "nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
@@ -147,9 +150,13 @@ def _resize_crop(img: Image.Image, resolution: int, resample: Image.Resampling) 
                       reducing_gap=3.0)   # Pillow: a gap of 3.0 is indistinguishable from none
 
 
+@register("image")
 @dataclass(kw_only=True)
-class ImageChecks:
-    """Configuration of the image checks (keyword arguments straight from the recipe's `image:` section)."""
+class ImageChecks(Step):
+    """The image step of the image-text recipe (keyword arguments straight from the recipe's `image:` section):
+    `apply(pair)` gives the pair with its checked, re-encoded JPEG and the image facts, or the reason to drop it."""
+
+    kind: ClassVar[str] = "image_text"
 
     min_side: int = 200
     max_aspect: float = 3.0
@@ -175,6 +182,14 @@ class ImageChecks:
             if isinstance(self.allowed_formats, str):
                 raise ValueError("image: allowed_formats must be a list of format names")
             self.allowed_formats = [str(f).upper() for f in self.allowed_formats]
+
+    def apply(self, pair: ImageText) -> ImageText | str:
+        original = pair.image or b""
+        checked = self.check(original)
+        if isinstance(checked, str):
+            return checked
+        facts = {**pair.facts, **checked.facts(), "original_bytes": len(original)}
+        return dataclasses.replace(pair, image=checked.jpeg, facts=facts)   # never mutate an input element
 
     def check(self, data: Any) -> CheckedImage | str:
         """The checked, re-encoded image, or the reason to drop `data` (see the module docstring)."""

@@ -35,11 +35,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
+
+from pipelines import progress
 
 Edge = tuple[str, str]
 UNSETTLED = "unsettled"
-_NAMESPACE = "connected_components"
 
 
 class ComponentsOutput(NamedTuple):
@@ -91,7 +91,7 @@ class _LargeStar(beam.DoFn):
 
     def __init__(self, round_number: int):
         self.round_number = round_number
-        self.unsettled = Metrics.counter(_NAMESPACE, f"round_{round_number:02d}_unsettled_nodes")
+        self.unsettled = progress.counter(f"components|round_{round_number:02d}_unsettled_nodes")
 
     def process(self, grouped: tuple[str, Iterable[str]]):
         node, neighbours = grouped

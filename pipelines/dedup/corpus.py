@@ -12,7 +12,6 @@ import math
 from typing import Any, BinaryIO, Iterable
 
 import apache_beam as beam
-from apache_beam import pvalue
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -24,10 +23,10 @@ from pipelines.inputs import MatchInputs
 from pipelines.readers import jsonrecords
 from pipelines.readers.bytesource import GZIP_MAGIC, ByteSource
 from pipelines.readers.skip import Skip
-from pipelines.dedup.common import dropped_count, kept_count, reject_row
+from pipelines import ledger
 
 READ_STAGE = "read"
-REJECTS, COUNTS = "rejects", "counts"
+REJECTS, COUNTS = ledger.REJECTS, ledger.COUNTS
 MAX_RECORD_BYTES = 20_000_000     # per JSON line, as the web-text readers; longer lines drop as `too-large`
 
 def prepare(record: Any, key: str) -> dict[str, Any] | str:
@@ -95,7 +94,7 @@ class ReadCorpus(beam.DoFn):
                 if isinstance(prepared, str):
                     yield from self._drop(key, path, prepared)
                 else:
-                    yield pvalue.TaggedOutput(COUNTS, kept_count(READ_STAGE))
+                    yield ledger.passed(READ_STAGE)
                     yield prepared
         except Exception as exc:  # I/O errors or a reader bug: what was read stays, the damage is counted
             yield from self._drop(path, path, f"damaged:{type(exc).__name__}")
@@ -105,9 +104,7 @@ class ReadCorpus(beam.DoFn):
 
     @staticmethod
     def _drop(key: str, path: str, reason: str) -> Iterable[Any]:
-        yield pvalue.TaggedOutput(COUNTS, dropped_count(READ_STAGE, reason))
-        yield pvalue.TaggedOutput(REJECTS, reject_row({"id": stable_hash(key), "key": key, "source": path},
-                                                      READ_STAGE, reason))
+        yield from ledger.dropped({"id": stable_hash(key), "key": key, "source": path}, READ_STAGE, reason)
 
     def finish_bundle(self) -> None:
         progress.flush()
@@ -132,7 +129,7 @@ class ReadCorpus(beam.DoFn):
 
 def build_dedup_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str, config: dict[str, Any]) -> None:
     from pipelines.dedup.stages import apply_dedup, stage_names
-    from pipelines.text import write_outputs
+    from pipelines.sinks import write_outputs
 
     read = (pipeline
             | "Inputs" >> beam.Create(inputs)

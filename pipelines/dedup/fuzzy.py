@@ -21,12 +21,12 @@ from typing import Any, Iterable
 
 import apache_beam as beam
 import numpy as np
-from apache_beam import pvalue
 
-from pipelines.dedup.common import StageOutput, dropped_count, kept_count, quality_rank, reject_row
+from pipelines import ledger
+from pipelines.dedup.common import StageOutput, quality_rank
 from pipelines.dedup.packed import pack, unpack
 
-REJECTS, COUNTS = "rejects", "counts"
+REJECTS, COUNTS = ledger.REJECTS, ledger.COUNTS
 
 
 class _Sign(beam.DoFn):
@@ -132,10 +132,9 @@ class _ApplyDrops(beam.DoFn):
         for record in map(unpack, grouped["record"]):
             if keepers:
                 reason = f"minhash-duplicate-of:{keepers[0]}"
-                yield pvalue.TaggedOutput(COUNTS, dropped_count(self.stage, reason))
-                yield pvalue.TaggedOutput(REJECTS, reject_row(record, self.stage, reason))
+                yield from ledger.dropped(record, self.stage, reason)
             else:
-                yield pvalue.TaggedOutput(COUNTS, kept_count(self.stage))
+                yield ledger.passed(self.stage)
                 yield record
 
 

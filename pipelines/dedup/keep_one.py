@@ -10,14 +10,14 @@ import unicodedata
 from typing import Any, Callable, Iterable
 
 import apache_beam as beam
-from apache_beam import pvalue
 
 from cleaners.document import stable_hash
 from cleaners.urlnorm import normalize_url
-from pipelines.dedup.common import StageOutput, dropped_count, kept_count, quality_rank, reject_row
+from pipelines import ledger
+from pipelines.dedup.common import StageOutput, quality_rank
 from pipelines.dedup.packed import pack, unpack
 
-REJECTS, COUNTS = "rejects", "counts"
+REJECTS, COUNTS = ledger.REJECTS, ledger.COUNTS
 
 
 def content_key(record: dict[str, Any]) -> str:
@@ -49,12 +49,11 @@ class _KeepBest(beam.DoFn):
             record = unpack(packed)
             if not kept_one and packed == best:
                 kept_one = True
-                yield pvalue.TaggedOutput(COUNTS, kept_count(self.stage))
+                yield ledger.passed(self.stage)
                 yield record
             else:
                 reason = f"{self.reason}-of:{keeper}"
-                yield pvalue.TaggedOutput(COUNTS, dropped_count(self.stage, reason))
-                yield pvalue.TaggedOutput(REJECTS, reject_row(record, self.stage, reason))
+                yield from ledger.dropped(record, self.stage, reason)
 
 
 class _PassThrough(beam.DoFn):
@@ -64,7 +63,7 @@ class _PassThrough(beam.DoFn):
         self.stage = stage
 
     def process(self, record: dict[str, Any]):
-        yield pvalue.TaggedOutput(COUNTS, kept_count(self.stage))
+        yield ledger.passed(self.stage)
         yield record
 
 

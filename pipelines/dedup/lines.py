@@ -30,11 +30,12 @@ import apache_beam as beam
 
 from cleaners.document import Document, stable_hash
 from cleaners.lines import distinct_line_hashes, remove_lines
-from pipelines.dedup.common import StageOutput, dropped_count, kept_count, reject_row
+from pipelines import ledger
+from pipelines.dedup.common import StageOutput
 from pipelines.dedup.packed import pack, unpack
 
 REASON_PREFIX = "line-dedup"
-KEPT, REJECTS, COUNTS = "kept", "rejects", "counts"
+KEPT, REJECTS, COUNTS = "kept", ledger.REJECTS, ledger.COUNTS
 
 
 def _is_valid(record: Any) -> bool:
@@ -54,8 +55,7 @@ class _SplitValid(beam.DoFn):
             return
         row = record if isinstance(record, dict) else {}
         reason = f"{REASON_PREFIX}:bad-record"
-        yield beam.pvalue.TaggedOutput(REJECTS, reject_row(row, self.stage, reason))
-        yield beam.pvalue.TaggedOutput(COUNTS, dropped_count(self.stage, reason))
+        yield from ledger.dropped(row, self.stage, reason)
 
 
 def _hash_doc_pairs(record: dict[str, Any], min_line_chars: int) -> Iterable[tuple[bytes, str]]:
@@ -100,19 +100,19 @@ class _RemoveAndRecheck(beam.DoFn):
         content, removed = remove_lines(record["content"], to_remove, self.min_line_chars)
         if not removed:
             yield record
-            yield beam.pvalue.TaggedOutput(COUNTS, kept_count(self.stage))
+            yield ledger.passed(self.stage)
             return
         reason = "empty" if not content.strip() else self._recheck(record, content)
         if reason is not None:
             reason = f"{REASON_PREFIX}:{reason}"
-            yield beam.pvalue.TaggedOutput(REJECTS, reject_row(record, self.stage, reason))
-            yield beam.pvalue.TaggedOutput(COUNTS, dropped_count(self.stage, reason))
+            yield from ledger.dropped(record, self.stage, reason)
             return
         changed = dict(record)
         changed["content"] = content
         changed["uniqueKey"] = stable_hash(content)
         yield changed
-        yield beam.pvalue.TaggedOutput(COUNTS, {**kept_count(self.stage), f"{self.stage}|count|lines-removed": removed})
+        yield ledger.counted({**ledger.kept_counts(self.stage),
+                              ledger.key(self.stage, "count", "lines-removed"): removed})
 
     def _recheck(self, record: dict[str, Any], content: str) -> str | None:
         """The first recheck step's reason to drop the shortened document, or None to keep it.
