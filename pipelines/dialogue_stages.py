@@ -11,62 +11,24 @@ element, so that for each stage in + created = out + dropped.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
 import apache_beam as beam
 
-from cleaners.dialogue.records import Post, Session, session_id
-from cleaners.document import stable_hash
-from cleaners.han import HAN_RANGES
+from cleaners.dialogue.records import Post, Session
+from cleaners.dialogue.sessions import (MIN_FRAGMENT_TURNS, generic_cover, is_valid_session, join_key,
+                                        normalize_turn, split_session, tokens, trigrams, turn_hash)
+from cleaners.dialogue.threads import build_thread, is_valid_post, post_order, thread_key
 from pipelines import ledger
 from pipelines.dedup.common import StageOutput
 
-MIN_FRAGMENT_TURNS = 2
 BAD_INPUT = "bad-input"
 THREAD_TOO_DEEP = "thread-too-deep"
 
 
 # ---------------------------------------------------------------- shared helpers
-
-def is_valid_session(session: Any) -> bool:
-    return (isinstance(session, Session) and isinstance(session.turns, list)
-            and all(isinstance(turn, str) for turn in session.turns))
-
-
-def normalize_turn(text: str) -> str:
-    """The form replies are compared in: whitespace removed, case folded."""
-    return "".join(text.split()).casefold()
-
-
-def turn_hash(text: str) -> str:
-    return stable_hash(normalize_turn(text))[:20]
-
-
-def join_key(session: Session) -> str:
-    """Key a session is joined back on; identical sessions share it and get identical results."""
-    return stable_hash(session.id, session.key)
-
-
-def split_session(session: Session, removed: set[int], min_turns: int = MIN_FRAGMENT_TURNS) -> list[Session]:
-    """The fragments of `session` between removed turns that keep at least `min_turns` turns.
-
-    With nothing removed the session comes back unchanged; a fragment gets the id of its turns and the key
-    `<key>@<first turn>-<last turn>` (turn positions in the original session)."""
-    if not removed:
-        return [session]
-    fragments, start = [], 0
-    for end in [*sorted(i for i in removed if 0 <= i < len(session.turns)), len(session.turns)]:
-        if end - start >= min_turns:
-            turns = session.turns[start:end]
-            speakers = session.speakers[start:end] if session.speakers is not None else None
-            fragments.append(Session(turns=turns, id=session_id(turns), source=session.source,
-                                     key=f"{session.key}@{start}-{end - 1}", lang=session.lang,
-                                     speakers=speakers, meta=dict(session.meta)))
-        start = end + 1
-    return fragments
-
+# (the pure ones, session splitting and trigram units included, are in cleaners/dialogue/sessions.py)
 
 def split_outcome(session: Session, removed: set[int], stage: str, reason: str):
     """(fragments, count dict, reject rows) for a session whose turns `removed` are taken out.
@@ -210,28 +172,6 @@ class AdReplies(beam.PTransform):
 
 # ---------------------------------------------------------------- generic replies
 
-_TOKEN = re.compile(f"[{HAN_RANGES}]" + r"|[^\W_]+|[^\s]", re.UNICODE)
-
-
-def tokens(text: str) -> list[str]:
-    """Units for trigrams: each CJK character alone (character trigrams for Chinese), a run of other letters or
-    digits as one unit (word trigrams for English), each other non-space character alone; case folded."""
-    return _TOKEN.findall(text.casefold())
-
-
-def trigrams(units: list[str]) -> list[str]:
-    return ["\x1f".join(units[i:i + 3]) for i in range(len(units) - 2)]
-
-
-def generic_cover(units: list[str], generic: set[str]) -> float:
-    """Fraction of the units of a reply inside at least one generic trigram (0 for replies under 3 units)."""
-    covered = [False] * len(units)
-    for i, gram in enumerate(trigrams(units)):
-        if gram in generic:
-            covered[i] = covered[i + 1] = covered[i + 2] = True
-    return sum(covered) / len(units) if units else 0.0
-
-
 class GenericReplies(beam.PTransform):
     """Sessions -> sessions without generic replies: a reply is generic when more than `max_cover` of its units
     (see `tokens`) lie in trigrams that occur in more than `min_sessions` distinct sessions (LCCC section 3.2,
@@ -294,87 +234,6 @@ class GenericReplies(beam.PTransform):
 
 # ---------------------------------------------------------------- threads to sessions
 
-def is_valid_post(post: Any) -> bool:
-    return (isinstance(post, Post) and isinstance(post.id, str) and post.id != "" and isinstance(post.text, str)
-            and (post.parent_id is None or isinstance(post.parent_id, str)))
-
-
-def _post_order(post: Post) -> tuple[str, str, str, str, str]:
-    return (post.key, post.source, post.text, post.parent_id or "", post.author)
-
-
-def thread_key(post: Post) -> str | None:
-    thread = post.meta.get("thread_id") if isinstance(post.meta, dict) else None
-    return None if thread in (None, "") else str(thread)
-
-
-def build_thread(posts: list[Post], max_depth: int, missing_parent: str = "root"
-                 ) -> tuple[list[Session], list[tuple[Post, str]]]:
-    """Sessions of one thread (posts with distinct ids) and the outcome of every post.
-
-    Outcomes: `out` (the leaf of one session), `merged-into-session` (an inner post: its text lives on in the
-    sessions below it), `no-reply` (a root without replies: one turn is no dialogue), `cycle` (its parent links
-    never reach a root: on a cycle or below one), `missing-parent` (its parent is not in the dump and
-    `missing_parent="drop"`; the post's whole subtree goes with it). With `missing_parent="root"` (default) such a
-    post starts a thread of its own: Weibo/forum dumps routinely lack the post being replied to, and the replies
-    below it are still a dialogue. A path longer than `max_depth` keeps its last `max_depth` posts, the context
-    nearest the leaf's reply."""
-    by_id = {post.id: post for post in posts}
-    children: dict[str, list[str]] = {}
-    roots = []
-    for post in sorted(posts, key=lambda p: p.id):
-        parent = post.parent_id or ""
-        if not parent:
-            roots.append(post.id)
-        elif parent not in by_id:
-            if missing_parent == "root":
-                roots.append(post.id)
-        else:
-            children.setdefault(parent, []).append(post.id)
-    up = {child: parent for parent, kids in children.items() for child in kids}
-    outcome: dict[str, str] = {}
-    sessions = []
-    for root in roots:
-        stack = [root]
-        while stack:
-            node = stack.pop()
-            below = children.get(node, [])
-            stack.extend(reversed(below))
-            if below:
-                outcome[node] = "merged-into-session"
-            elif node == root:
-                outcome[node] = "no-reply"
-            else:
-                outcome[node] = "out"
-                sessions.append(_path_session(node, root, up, by_id, max_depth))
-    for post in posts:
-        if post.id not in outcome:
-            outcome[post.id] = _unreached_reason(post.id, by_id)
-    return sessions, [(by_id[i], outcome[i]) for i in sorted(by_id)]
-
-
-def _path_session(leaf: str, root: str, up: dict[str, str], by_id: dict[str, Post], max_depth: int) -> Session:
-    """The session of the path root -> leaf, cut to its last `max_depth` posts."""
-    path = [leaf]
-    while path[-1] != root and len(path) < max_depth:
-        path.append(up[path[-1]])
-    chain = [by_id[i] for i in reversed(path)]
-    authors = [post.author for post in chain]
-    return Session(turns=[post.text for post in chain], source=by_id[root].source, key=by_id[leaf].key,
-                   speakers=authors if any(authors) else None,
-                   meta={"thread_root": root, "post_ids": [post.id for post in chain]})
-
-
-def _unreached_reason(post_id: str, by_id: dict[str, Post]) -> str:
-    """Why a post was not reached from a root: its chain of parents loops (`cycle`) or ends at a missing post."""
-    seen = set()
-    node = post_id
-    while node in by_id and node not in seen:
-        seen.add(node)
-        node = by_id[node].parent_id or ""
-    return "cycle" if node in seen else "missing-parent"
-
-
 class ThreadsToSessions(beam.PTransform):
     """Posts -> sessions, one per root-to-leaf path of each thread (turns = texts, speakers = authors when any,
     key = the leaf post's key, source = the root post's source; see `build_thread` for every post outcome).
@@ -417,7 +276,7 @@ class ThreadsToSessions(beam.PTransform):
 
         def first_of_duplicates(grouped):
             _, copies = grouped
-            first, *others = sorted(copies, key=_post_order)
+            first, *others = sorted(copies, key=post_order)
             yield first
             for post in others:
                 yield beam.pvalue.TaggedOutput("bad", (

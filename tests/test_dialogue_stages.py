@@ -10,8 +10,9 @@ import apache_beam as beam
 import pytest
 
 from cleaners.dialogue.records import Post, Session
-from pipelines.dialogue_stages import (AdReplies, CappedDistinct, GenericReplies, ThreadsToSessions, build_thread,
-                                       generic_cover, split_session, tokens, trigrams)
+from cleaners.dialogue.sessions import generic_cover, runs_between, split_session, tokens, trigrams
+from cleaners.dialogue.threads import build_thread
+from pipelines.dialogue_stages import AdReplies, CappedDistinct, GenericReplies, ThreadsToSessions
 from pipelines.ledger import SumCounts
 
 
@@ -121,6 +122,15 @@ def test_split_session_fragments():
                                                              ("k@3-5", ["c", "d", "e"], ["4", "5", "6"])]
     assert split_session(s, set()) == [s]
     assert split_session(Session(["a", "AD", "b"]), {1}) == []
+
+
+def test_runs_between_is_the_one_splitting_rule():
+    """Session rules and corpus-wide stages cut sessions at the same places (cleaners/dialogue/sessions.py)."""
+    assert runs_between(8, {2, 6}) == [range(0, 2), range(3, 6), range(7, 8)]
+    assert runs_between(3, set()) == [range(0, 3)]
+    assert runs_between(4, {0, 1, 2, 3}) == []
+    assert runs_between(5, {0, 4, 9, -1}) == [range(1, 4)]          # positions outside 0..n-1 are ignored
+    assert runs_between(0, set()) == []
 
 
 def test_capped_distinct_is_order_free():

@@ -177,7 +177,7 @@ def test_dialogue_reader_cjk_class():
 
 def test_generic_reply_tokens():
     pytest.importorskip("apache_beam")
-    from pipelines.dialogue_stages import tokens
+    from cleaners.dialogue.sessions import tokens
 
     assert tokens(f"{EXT_B}{EXT_B2}ab") == [EXT_B, EXT_B2, "ab"]
     assert tokens("你好 World!") == ["你", "好", "world", "!"]

@@ -41,6 +41,7 @@ from collections import Counter
 from typing import Callable
 
 from cleaners.dialogue.records import Session, session_id
+from cleaners.dialogue.sessions import runs_between
 from cleaners.han import HAN_RANGES, HAN_RE
 from cleaners.pii import scrub_with_counts
 from cleaners.step import Counted, Step, register
@@ -313,13 +314,7 @@ class SessionCleaner(Step):
 
 def _good_runs(failures: list[str | None]) -> list[list[int]]:
     """Indices of consecutive utterances that passed, split at every failure."""
-    runs: list[list[int]] = [[]]
-    for i, reason in enumerate(failures):
-        if reason:
-            runs.append([])
-        else:
-            runs[-1].append(i)
-    return [run for run in runs if run]
+    return [list(run) for run in runs_between(len(failures), {i for i, reason in enumerate(failures) if reason})]
 
 
 def _main_reason(failures: list[str | None]) -> str:
