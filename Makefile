@@ -1,5 +1,6 @@
 # `make demo`: fresh venv, install, run the web-text pipeline on the embedded sample.
-# `make test`: fresh venv, install with test extras, lint (ruff), run the whole test suite (what .ci/run calls).
+# `make test`: fresh venv, install with test extras, lint (ruff), run the whole test suite (what .ci/run calls) on
+# every core (pytest-xdist; `worksteal` moves queued tests to an idle worker, so one long test does not hold the end).
 PYTHON ?= python3
 VENV ?= .venv
 
@@ -16,6 +17,6 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto --dist worksteal
 
 .PHONY: install demo test
