@@ -20,7 +20,7 @@ class RunSteps(beam.DoFn):
     def __init__(self, steps: Sequence[Step], prepare: Callable[[Any], Any] | None = None,
                  finish: Callable[[Any, Any], Any] | None = None, live_kept: bool = True):
         self.steps, self.prepare, self.finish, self.live_kept = list(steps), prepare, finish, live_kept
-        self.runner: StepRunner | None = None
+        self.runner: Any = None     # a StepRunner (RunRecipe: a RecipeRunner), built in setup
 
     def setup(self) -> None:
         self.runner = StepRunner(self.steps)

@@ -26,6 +26,7 @@ from cleaners.document import RawPage, encodable
 from cleaners.runner import RecipeRunner
 from pipelines import ledger, progress
 from pipelines.inputs import MatchInputs
+from pipelines.steps import RunSteps
 
 LOG = logging.getLogger(__name__)
 
@@ -99,24 +100,17 @@ class ReadRecords(beam.DoFn):
         progress.flush()
 
 
-class RunRecipe(beam.DoFn):
-    """The fused recipe: one input record in, one kept record or one reject out, plus its ledger counts."""
+class RunRecipe(RunSteps):
+    """The fused web recipe (`RecipeRunner`: read, extract, the steps): one input record in, one kept record or
+    one reject out, plus its ledger counts; a reader Skip is a `read` drop."""
 
     def __init__(self, config: dict[str, Any]):
+        super().__init__([])
         self.config = config
-        self.runner: RecipeRunner | None = None
 
     def setup(self) -> None:
         self.runner = RecipeRunner(self.config)
         self.runner.setup()
-
-    def teardown(self) -> None:
-        progress.flush()
-        if self.runner is not None:
-            self.runner.teardown()
-
-    def finish_bundle(self) -> None:
-        progress.flush()
 
     def process(self, item: Any) -> Iterable[Any]:
         assert self.runner is not None
