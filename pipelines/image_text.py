@@ -14,10 +14,8 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
-import tarfile
 from typing import Any, Iterable
 
 import apache_beam as beam
@@ -29,11 +27,12 @@ from cleaners.document import encodable, stable_hash
 from cleaners.image.record import DATA_TYPE, ImageText
 from pipelines import ledger, progress
 from pipelines.inputs import MatchInputs
-from shards.writer import tar_bytes, tar_member
+from shards.tar import sample_bytes, sample_members, write_tar
 
 READ, CAPTION, DOWNLOAD, IMAGE, PHASH = "read", "caption", "download", "image", "phash_dedup"
 REJECTS, COUNTS = ledger.REJECTS, ledger.COUNTS
 IMAGES_DIR, SHARDS_INDEX = "images", "shards.json"
+SAMPLE_EXTENSIONS = ("jpg", "txt", "json")   # member order in a sample (shards.json's sha256 depend on it)
 
 
 class ReadPairs(beam.DoFn):
@@ -123,40 +122,17 @@ class WriteImageShard(beam.DoFn):
         ordered = sorted(samples, key=lambda s: s["__key__"])
         final = FileSystems.join(self.output, IMAGES_DIR, shard_file_name(index))
         tmp = final + ".tmp"
-        digest, size = hashlib.sha256(), 0
         with FileSystems.create(tmp) as raw:
-            writer = _HashingWriter(raw, digest)
-            with tarfile.open(fileobj=writer, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-                for sample in ordered:
-                    for ext in ("jpg", "txt", "json"):
-                        data = sample[ext]
-                        tar.addfile(tar_member(f"{sample['__key__']}.{ext}", len(data)), io.BytesIO(data))
-            size = writer.size
+            written = write_tar(raw, sample_members(ordered, SAMPLE_EXTENSIONS))
         if FileSystems.exists(final):
             FileSystems.delete([final])
         FileSystems.rename([tmp], [final])
         progress.counter("shards-written").inc()
         progress.count(written=len(ordered))
-        yield {"name": shard_file_name(index), "samples": len(ordered), "bytes": size, "sha256": digest.hexdigest()}
+        yield {"name": shard_file_name(index), "samples": len(ordered), "bytes": written.size, "sha256": written.sha256}
 
     def finish_bundle(self) -> None:
         progress.flush()
-
-
-class _HashingWriter(io.RawIOBase):
-    """A write-only stream that hashes and counts what passes through to `raw`."""
-
-    def __init__(self, raw, digest):
-        self.raw, self.digest, self.size = raw, digest, 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        self.raw.write(bytes(data))
-        return len(data)
 
 
 class WriteIndex(beam.DoFn):
@@ -182,7 +158,7 @@ def write_image_shards(kept: beam.PCollection, output: str, shard_size_bytes: in
 
     samples = kept | "ToSamples" >> beam.Map(to_sample)
     num_shards = (samples
-                  | "SampleBytes" >> beam.Map(tar_bytes)
+                  | "SampleBytes" >> beam.Map(sample_bytes)
                   | "TotalBytes" >> beam.CombineGlobally(sum)
                   | "NumShards" >> beam.Map(lambda total: max(1, math.ceil(total / shard_size_bytes))))
     return (samples

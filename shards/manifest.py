@@ -12,11 +12,11 @@ import json
 import os
 import platform
 import sys
-import tarfile
 from typing import Any, Iterable
 
 import numpy as np
 
+from shards.tar import Damage, Sample, group_samples, iter_members
 from shards.writer import SPLITS, file_sha256
 
 MANIFEST = "manifest.json"
@@ -61,7 +61,7 @@ def entry_problems(entry: Any, index: int) -> list[str]:
 
 
 def created_with() -> dict[str, str]:
-    """Versions that decide the shard bytes (numpy's npy header, Python's tarfile)."""
+    """Versions that may decide the shard bytes (numpy's npy header; the tar headers are `shards.tar`'s own)."""
     return {"wudao-corpora": _version(), "python": platform.python_version(), "numpy": np.__version__}
 
 
@@ -110,15 +110,21 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
 
 
 def _check_samples(path: str, entry: dict[str, Any], dtype: str) -> list[str]:
-    """Problems inside one tar: unpaired members, npy of the wrong dtype, token counts unlike the json."""
+    """Problems inside one tar: a cut or corrupt archive, members that are no sample file, a sample whose members
+    are not together, unpaired members, npy of the wrong dtype, token counts unlike the json."""
     name, problems, members = entry["name"], [], {}
     try:
-        with tarfile.open(path, mode="r:") as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                fh = tar.extractfile(member)
-                members.setdefault(key, {})[ext] = fh.read() if fh else b""
-    except (tarfile.TarError, OSError) as exc:
+        with open(path, "rb") as fh:
+            for item in group_samples(iter_members(fh)):
+                if isinstance(item, Damage):
+                    return [f"{name}: unreadable tar ({item.reason}: {item.detail})"]
+                if not isinstance(item, Sample):
+                    problems.append(f"{name}: member {item.name!r:.120} is not a sample file")
+                elif item.key in members:
+                    problems.append(f"{name}: sample {item.key} is in the tar twice (its members are not together)")
+                else:
+                    members[item.key] = item.files
+    except OSError as exc:
         return [f"{name}: unreadable tar ({exc})"]
     tokens = 0
     for key, sample in sorted(members.items()):

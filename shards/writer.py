@@ -1,9 +1,9 @@
 """Deterministic tokenized WebDataset shards: one tar member pair (`KEY.json`, `KEY.npy`) per corpus record.
 
 A shard is a plain POSIX (ustar) tar, the format webdataset reads (github.com/webdataset/webdataset: samples are
-consecutive members sharing the basename up to the first dot). Bytes depend only on the samples: members are
-sorted by key then extension, and owner, group, mode and mtime are fixed, the way reproducible-builds.org
-recommends for archives (`--sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner`).
+consecutive members sharing the basename up to the first dot), written by `shards.tar`. Bytes depend only on the
+samples: members are sorted by key then extension, and owner, group, mode and mtime are fixed, the way
+reproducible-builds.org recommends for archives (`--sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner`).
 """
 from __future__ import annotations
 
@@ -11,16 +11,14 @@ import hashlib
 import io
 import json
 import os
-import tarfile
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from shards.tar import TarWriter, sample_bytes
+
 SPLITS = ("train", "val")
-_MODE = 0o644
-_MTIME = 0
-_TAR_BLOCK = 512
 
 
 def _unit_hash(tag: str, record_id: str) -> int:
@@ -97,20 +95,10 @@ class ShardInfo:
         return asdict(self)
 
 
-def tar_member(name: str, size: int) -> tarfile.TarInfo:
-    """A regular-file header with fixed mode, owner and mtime, so the same bytes give the same tar."""
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = size, _MODE, _MTIME
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info
-
-
 def tar_bytes(sample: dict[str, Any]) -> int:
     """Exact bytes a sample takes in a ustar tar: a 512-byte header per member plus its data padded to 512
     (the tar's end blocks not counted). Jobs sum it to choose how many shards to write."""
-    return sum(_TAR_BLOCK + -(-len(sample[ext]) // _TAR_BLOCK) * _TAR_BLOCK for ext in sample if ext != "__key__")
+    return sample_bytes(sample)
 
 
 def sample_tokens(sample: dict[str, Any]) -> int:
@@ -128,18 +116,17 @@ def write_shard(samples: Iterable[dict[str, Any]], path: str) -> ShardInfo:
     tmp = path + ".tmp"
     tokens = 0
     with open(tmp, "wb") as fh:
-        with tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for sample in ordered:
-                key = check_key(sample["__key__"])
-                tokens += sample_tokens(sample)
-                for ext in sorted(k for k in sample if k != "__key__"):
-                    data = sample[ext]
-                    tar.addfile(tar_member(f"{key}.{ext}", len(data)), io.BytesIO(data))
+        tar = TarWriter(fh)
+        for sample in ordered:
+            key = check_key(sample["__key__"])
+            tokens += sample_tokens(sample)
+            for ext in sorted(k for k in sample if k != "__key__"):
+                tar.add(f"{key}.{ext}", sample[ext])
+        written = tar.close()
         fh.flush()
         os.fsync(fh.fileno())
-    digest, size = file_sha256(tmp)
     os.replace(tmp, path)
-    return ShardInfo(os.path.basename(path), len(ordered), tokens, size, digest)
+    return ShardInfo(os.path.basename(path), len(ordered), tokens, written.size, written.sha256)
 
 
 def file_sha256(path: str) -> tuple[str, int]:

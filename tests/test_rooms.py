@@ -160,3 +160,45 @@ def test_no_import_cycles_in_the_project():
     assert len(graph) == sum(1 for package in PROJECT for _ in (ROOT / package).rglob("*.py"))
     cycles = import_cycles(graph)
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+TAR_FREE = ("pipelines", "cleaners", "tokenizer", "train")
+
+
+def tarfile_uses(root: Path, packages=TAR_FREE) -> list[str]:
+    """`path:line` of every `import tarfile`, `from tarfile import ...` and `importlib.import_module("tarfile")` /
+    `__import__("tarfile")` in the modules under `packages` (anywhere in a file, also inside functions)."""
+    found = []
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""] if not node.level else []
+                elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+                    func = node.func
+                    called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                    names = [str(node.args[0].value)] if called in ("import_module", "__import__") else []
+                else:
+                    continue
+                if any(name == "tarfile" or name.startswith("tarfile.") for name in names):
+                    found.append(f"{path.relative_to(root).as_posix()}:{node.lineno}")
+    return found
+
+
+def test_tarfile_finder_sees_every_kind_of_import(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("import os, tarfile as t\n")
+    (pkg / "b.py").write_text("def f():\n    from tarfile import TarInfo\n")
+    (pkg / "c.py").write_text("import importlib\nm = importlib.import_module('tarfile')\nn = __import__('tarfile')\n")
+    (pkg / "d.py").write_text("from shards.tar import iter_members\nfrom . import tarfile\nx = 'import tarfile'\n")
+    assert tarfile_uses(tmp_path, ("pkg",)) == ["pkg/a.py:1", "pkg/b.py:2", "pkg/c.py:2", "pkg/c.py:3"]
+
+
+def test_only_shards_reads_or_writes_tar_files():
+    """DESIGN.md: `shards/` is the only code that reads or writes tar files (shards/tar.py); the other rooms go
+    through it, so one writer and one reader handle every tar."""
+    uses = tarfile_uses(ROOT)
+    assert not uses, "tarfile used outside shards/ (use shards.tar):\n" + "\n".join(uses)

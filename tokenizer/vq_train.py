@@ -14,13 +14,14 @@ Outputs in `output_dir`: `vq.pt` (see `tokenizer.vq.VQVAE.save`) and `vq_metrics
 from __future__ import annotations
 
 import glob
+import gzip
 import io
 import json
 import math
 import os
 import random
-import tarfile
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from shards.tar import Damage, iter_members
 from tokenizer.schedule import warmup_cosine
 from tokenizer.vq import VQConfig, VQVAE
 
@@ -144,23 +146,29 @@ def iter_images(sources: Iterable, resolution: int, skips: list | None = None) -
 
 
 def _iter_tar(path: str, resolution: int, skip) -> Iterator[tuple[str, torch.Tensor]]:
+    """The image members of a tar (gzipped or not), streamed in order by `shards.tar.iter_members`; other members
+    are left unread. A tar that cannot be opened or ends cut or corrupt is one skip; the images before stay."""
     try:
-        tar = tarfile.open(path, mode="r|*")  # streaming: members are read in order, never all at once
-    except (OSError, tarfile.TarError) as exc:
+        raw = open(path, "rb")
+    except OSError as exc:
         skip(path, f"unreadable tar: {type(exc).__name__}")
         return
-    with tar:
+    with raw:
         try:
-            for member in tar:
-                if not member.isfile() or not _is_image(member.name):
+            stream = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
+            for item in iter_members(stream, max_size=lambda name: None if _is_image(name) else 0):
+                if isinstance(item, Damage):
+                    start = item.member is None and item.offset == 0
+                    skip(path, f"{'unreadable tar' if start else 'truncated or corrupt tar'}: {item.reason}")
+                    return
+                if not item.is_file or item.data is None or not _is_image(item.name):
                     continue
-                name = f"{path}#{member.name}"
-                data = tar.extractfile(member).read()
+                name = f"{path}#{item.name}"
                 try:
-                    yield name, _decode(data, resolution)
+                    yield name, _decode(item.data, resolution)
                 except Exception as exc:  # Pillow raises many kinds on corrupt data
                     skip(name, f"undecodable image: {type(exc).__name__}")
-        except (OSError, tarfile.TarError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:  # a gzip stream cut short or corrupt
             skip(path, f"truncated or corrupt tar: {type(exc).__name__}")
 
 

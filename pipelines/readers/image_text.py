@@ -30,7 +30,6 @@ import os
 import posixpath
 import re
 import shutil
-import tarfile
 import tempfile
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -44,6 +43,7 @@ from cleaners.image.record import ImageText
 from pipelines.readers import jsonrecords
 from pipelines.readers.bytesource import GZIP_MAGIC, ByteSource
 from pipelines.readers.skip import Skip
+from shards.tar import Damage, Sample, group_samples, iter_members, looks_like_tar, split_member_name
 
 MAX_IMAGE_BYTES = 20_000_000
 MAX_LINE_BYTES = 50_000_000       # one JSON line may carry base64 image data
@@ -56,7 +56,7 @@ IMAGE_FALLBACKS = ("image_bytes", "jpg", "image", "images", "png", "webp")
 # data-juicer's special tokens (its `SpecialTokens.image` and `eoc`): markers, not caption text
 _DJ_TOKENS = re.compile(r"<__dj__image>|<\|__dj__eoc\|>")
 _COMPRESSION_SUFFIX = re.compile(r"\.(?:gz|gzip)$", re.IGNORECASE)
-_TAR_MAGIC_OFFSET = 257
+_SNIFF_BYTES = 262                 # enough for a tar header's magic (offset 257)
 
 Opener = Callable[[str], BinaryIO]
 
@@ -121,10 +121,10 @@ def _format(path: str, src: ByteSource) -> str | None:
                           ("parquet", (".parquet",)), ("tar", (".tar",))):
         if name.endswith(suffixes):
             return fmt
-    head = src.peek(_TAR_MAGIC_OFFSET + 5)
+    head = src.peek(_SNIFF_BYTES)
     if head.startswith(b"PAR1"):
         return "parquet"
-    if head[_TAR_MAGIC_OFFSET:].startswith(b"ustar"):
+    if looks_like_tar(head):
         return "tar"
     if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
         return "jsonl"
@@ -294,13 +294,16 @@ def _damage_item(src: ByteSource, ctx: _Context, key: str) -> Iterator[Skip]:
 
 # ---- CSV / TSV -----------------------------------------------------------------------------------
 class _SourceStream(io.RawIOBase):
-    """A ByteSource as a raw binary stream, for csv (through TextIOWrapper) and tarfile."""
+    """A ByteSource as a raw binary stream, for csv (through TextIOWrapper), Parquet's spool and tar members."""
 
     def __init__(self, src: ByteSource) -> None:
         self._src = src
 
     def readable(self) -> bool:
         return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._src.take(size) if size is not None and size >= 0 else self.readall()
 
     def readinto(self, buffer) -> int:
         data = self._src.take(len(buffer))
@@ -426,112 +429,40 @@ def _parquet_rows(handle: BinaryIO, ctx: _Context) -> Iterator[ImageText | Skip]
 
 
 # ---- WebDataset tar ------------------------------------------------------------------------------
-def split_member_name(name: str) -> tuple[str, str]:
-    """WebDataset's sample key and extension: `dir/000123.jpg` -> (`dir/000123`, `jpg`); the extension is
-    everything after the first dot of the base name, lower-cased."""
-    directory, _, base = name.rpartition("/")
-    stem, dot, ext = base.partition(".")
-    return (f"{directory}/{stem}" if directory else stem), (ext.lower() if dot else "")
-
-
-@dataclass
-class _Sample:
-    key: str
-    files: dict[str, bytes] = field(default_factory=dict)
-    too_large: str = ""
-
-
 def _iter_tar(src: ByteSource, ctx: _Context, fmt: str) -> Iterator[ImageText | Skip]:
-    """Members grouped into samples by key (consecutive members with one key, as WebDataset does)."""
-    sample: _Sample | None = None
-    for event in _tar_members(src, ctx):
-        if isinstance(event, Skip):
-            cut_here = sample is not None and event.is_damage and event.key == f"{ctx.path}#{sample.key}"
-            if sample is not None and not cut_here:
-                yield _sample_item(sample, ctx)
-            sample = None            # a cut sample's one item is its damage Skip
-            yield event
-            continue
-        key, ext, data = event
-        if sample is not None and sample.key != key:
-            yield _sample_item(sample, ctx)
-            sample = None
-        if sample is None:
-            sample = _Sample(key)
-        if isinstance(data, str):
-            sample.too_large = sample.too_large or (data if ext in IMAGE_EXTENSIONS else "")
+    """Members grouped into samples by key (consecutive members with one key, as WebDataset does), read by
+    `shards.tar`: images over `max_image_bytes` and other members over MAX_SIDE_MEMBER_BYTES stay unread."""
+    def cap(name: str) -> int:
+        return ctx.cols.max_image_bytes if split_member_name(name)[1] in IMAGE_EXTENSIONS else MAX_SIDE_MEMBER_BYTES
+
+    for item in group_samples(iter_members(_SourceStream(src), max_size=cap)):
+        if isinstance(item, Sample):
+            yield _sample_item(item, ctx)
+        elif isinstance(item, Damage):
+            yield _tar_damage(src, ctx, item)
         else:
-            sample.files.setdefault(ext, data)
-    if sample is not None:
-        yield _sample_item(sample, ctx)
+            name = encodable(item.name)       # tar names decode bad bytes to lone surrogates
+            detail = "member name has no key.extension" if item.is_file else "not a regular file"
+            yield Skip(f"{ctx.path}#{name}", ctx.path, "bad-member", detail=detail)
 
 
-def _tar_members(src: ByteSource, ctx: _Context) -> Iterator[tuple[str, str, bytes | str] | Skip]:
-    """(sample key, extension, data or a too-large note) per regular member, a Skip per bad member, and a
-    `damaged:*` Skip where the archive is cut short or corrupt (reading stops there)."""
-    raw = _SourceStream(src)
-    try:
-        tf = tarfile.open(fileobj=raw, mode="r|")
-        info = tf.firstmember
-    except tarfile.ReadError as exc:
-        yield _tar_damage(src, ctx, "0", exc, at_start=True)
-        return
-    while info is not None:
-        tf.members.clear()            # stream mode keeps every header otherwise
-        name = encodable(info.name)       # tarfile decodes bad name bytes to lone surrogates
-        key, ext = split_member_name(name)
-        if info.isdir():
-            pass
-        elif not info.isreg():
-            yield Skip(f"{ctx.path}#{name}", ctx.path, "bad-member", detail="not a regular file")
-        elif not key.rpartition("/")[2] or not ext:
-            yield Skip(f"{ctx.path}#{name}", ctx.path, "bad-member", detail="member name has no key.extension")
-        else:
-            limit = ctx.cols.max_image_bytes if ext in IMAGE_EXTENSIONS else MAX_SIDE_MEMBER_BYTES
-            if info.size > limit:
-                yield key, ext, f"{name}: {info.size} bytes"
-            else:
-                try:
-                    data = tf.extractfile(info).read()
-                except tarfile.ReadError as exc:
-                    yield _tar_damage(src, ctx, key, exc)
-                    return
-                yield key, ext, data
-        try:
-            info = _next_header(tf)
-        except (tarfile.ReadError, tarfile.HeaderError) as exc:
-            damage = _tar_damage(src, ctx, key, exc)
-            if damage.reason == "damaged:bad-tar":
-                damage.key = f"{ctx.path}#{name}+"     # the sample before the bad header is whole
-            yield damage
-            return
-
-
-def _next_header(tf: tarfile.TarFile) -> tarfile.TarInfo | None:
-    """The next member header, None at a proper end-of-archive block; unlike `TarFile.next`, a cut or
-    corrupt header after the first raises instead of ending the archive quietly."""
-    if tf.offset != tf.fileobj.tell():
-        tf.fileobj.seek(tf.offset - 1)
-        if not tf.fileobj.read(1):
-            raise tarfile.ReadError("unexpected end of data")
-    try:
-        return tarfile.TarInfo.fromtarfile(tf)
-    except tarfile.EOFHeaderError:
-        return None
-
-
-def _tar_damage(src: ByteSource, ctx: _Context, where: str, exc: Exception, at_start: bool = False) -> Skip:
+def _tar_damage(src: ByteSource, ctx: _Context, damage: Damage) -> Skip:
+    """The Skip of a cut or corrupt tar. Keyed by the sample it cuts (whose one item it is), `<member>+` after
+    the last whole member for a corrupt header, `0` at the start; gzip damage under the tar names the reason."""
+    if damage.member is None:
+        where = "0"
+    elif damage.reason == "bad":
+        where = encodable(damage.member) + "+"    # the sample before the bad header is whole
+    else:
+        where = encodable(split_member_name(damage.member)[0])
     if src.damage and src.damage[0] != "damaged:truncated":
         return Skip(f"{ctx.path}#{where}", ctx.path, src.damage[0], detail=src.damage[1])
-    cut = isinstance(exc, (tarfile.TruncatedHeaderError, tarfile.EmptyHeaderError)) or "unexpected end" in str(exc)
-    reason = "damaged:truncated-tar" if cut or src.damage else "damaged:bad-tar"
-    if at_start and "empty" in str(exc) and not src.damage:
-        reason = "damaged:empty-tar"
-    return Skip(f"{ctx.path}#{where}", ctx.path, reason, detail=f"{type(exc).__name__}: {exc}"[:200])
+    reason = "truncated" if src.damage else damage.reason
+    return Skip(f"{ctx.path}#{where}", ctx.path, f"damaged:{reason}-tar", detail=damage.detail[:200])
 
 
-def _sample_item(sample: _Sample, ctx: _Context) -> ImageText | Skip:
-    key = f"{ctx.path}#{sample.key}"
+def _sample_item(sample: Sample, ctx: _Context) -> ImageText | Skip:
+    key = f"{ctx.path}#{encodable(sample.key)}"
     info: dict[str, Any] = {}
     if "json" in sample.files:
         try:
@@ -542,8 +473,9 @@ def _sample_item(sample: _Sample, ctx: _Context) -> ImageText | Skip:
     url = _as_text(info.get("url"))
     image_ext = next((ext for ext in IMAGE_EXTENSIONS if ext in sample.files), None)
     if image_ext is None:
-        if sample.too_large:
-            return Skip(key, ctx.path, "too-large", url, sample.too_large)
+        too_large = next((m for m in sample.skipped if split_member_name(m.name)[1] in IMAGE_EXTENSIONS), None)
+        if too_large is not None:
+            return Skip(key, ctx.path, "too-large", url, f"{encodable(too_large.name)}: {too_large.size} bytes")
         return Skip(key, ctx.path, "no-image", url, f"members: {sorted(sample.files)}")
     caption = sample.files.get("txt")
     caption = clean_caption(caption) if caption is not None else clean_caption(info.get("caption"))
