@@ -75,7 +75,6 @@ def _import_step_modules() -> None:
     """Importing the modules registers their steps."""
     import cleaners.dialogue.rules  # noqa: F401
     import cleaners.filters  # noqa: F401
-    import cleaners.image.caption  # noqa: F401
     import cleaners.image.checks  # noqa: F401
     import cleaners.language  # noqa: F401
     import cleaners.normalize  # noqa: F401

@@ -29,7 +29,7 @@ from pipelines import ledger, progress
 from pipelines.inputs import MatchInputs
 from shards.tar import sample_bytes, sample_members, write_tar
 
-READ, CAPTION, DOWNLOAD, IMAGE, PHASH = "read", "caption", "download", "image", "phash_dedup"
+READ, DOWNLOAD, IMAGE, PHASH = "read", "download", "image", "phash_dedup"
 REJECTS, COUNTS = ledger.REJECTS, ledger.COUNTS
 IMAGES_DIR, SHARDS_INDEX = "images", "shards.json"
 SAMPLE_EXTENSIONS = ("jpg", "txt", "json")   # member order in a sample (shards.json's sha256 depend on it)
@@ -170,8 +170,22 @@ def write_image_shards(kept: beam.PCollection, output: str, shard_size_bytes: in
             | "WriteIndex" >> beam.ParDo(WriteIndex(output)))
 
 
+#: the caption steps' stages, in order (cleaners/image/caption.py)
+CAPTION_STAGES = ("caption_text", "caption_language", "caption_rewrite", "caption_length")
+
+
+def caption_checks(config: dict[str, Any]):
+    """The recipe's `caption:` section; a bad setting fails here, on the launcher, before any work."""
+    from cleaners.image.caption import CaptionChecks
+
+    try:
+        return CaptionChecks(**dict(config.get("caption") or {}))
+    except TypeError as exc:
+        raise ValueError(f"bad caption settings: {exc}") from exc
+
+
 def stage_order(config: dict[str, Any]) -> list[str]:
-    order = [READ, CAPTION, DOWNLOAD, IMAGE]
+    order = [READ, *CAPTION_STAGES, DOWNLOAD, IMAGE]
     return order + ([PHASH] if (config.get("dedup") or {}).get("enabled", True) else [])
 
 
@@ -192,11 +206,11 @@ def build_image_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output
             | "SpreadFiles" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(ReadPairs(dict(config.get("read") or {})))
             .with_outputs(REJECTS, COUNTS, main="pairs"))
-    caption_step = build_step(CAPTION, config.get("caption"), kind="image_text")
+    caption_steps = caption_checks(config).steps()
     image_step = build_step(IMAGE, config.get("image"), kind="image_text")
     captions = (read.pairs
                 | "SpreadPairs" >> beam.Reshuffle()
-                | "Captions" >> beam.ParDo(RunSteps([caption_step], live_kept=False))
+                | "Captions" >> beam.ParDo(RunSteps(caption_steps, live_kept=False))
                 .with_outputs(REJECTS, COUNTS, main="pairs"))
     downloaded = (captions.pairs
                   | "Download" >> beam.ParDo(DownloadImages(dict(config.get("download") or {})))

@@ -296,11 +296,11 @@ def tar_samples(rng: random.Random) -> list[Sample]:
             good(make(d), lang))
 
     add("caption-empty", "", jpeg(render(drawing("circle", "yellow", "purple"))),
-        dropped("caption", "empty", "an empty .txt member"))
+        dropped("caption_text", "empty", "an empty .txt member"))
     add("caption-filename", "IMG_2041.JPG", jpeg(render(drawing("square", "black", "white"))),
-        dropped("caption", "caption-is-filename", "a camera file name is no caption"))
+        dropped("caption_text", "caption-is-filename", "a camera file name is no caption"))
     add("caption-japanese", "青い背景の赤い丸", jpeg(render(drawing("circle", "red", "light blue"))),
-        dropped("caption", "lang:ja", "kana: Japanese is outside languages [zh, en]"))
+        dropped("caption_language", "lang:ja", "kana: Japanese is outside languages [zh, en]"))
     pii = "Prints of this green star: call 13812345678 or mail shop@example.com"
     add("caption-pii", pii, jpeg(render(drawing("star", "green", "white"))),
         kept("en", "mainland mobile number and email scrubbed to placeholders",
@@ -347,7 +347,8 @@ def parquet_samples(rng: random.Random, samples_dir: Path, near_original: bytes)
                url=f"{raw}/img1.png", case="photo-bed",
                expect=kept("en", "real photo; data-juicer's <__dj__image> token removed", "A comfortable bed.")),
         Sample(PARQUET, "1", "<__dj__image> A bus.", downscaled_photo(dj / "img2.jpg"), url=f"{raw}/img2.jpg",
-               case="photo-bus", expect=dropped("caption", "too-short", "real caption of two words; min_words 3")),
+               case="photo-bus",
+               expect=dropped("caption_length", "too-short", "real caption of two words; min_words 3")),
         Sample(PARQUET, "2", "<__dj__image> Black and white photograph of a woman holding an umbrella.",
                downscaled_photo(dj / "img3.jpg"), url=f"{raw}/img3.jpg", case="photo-umbrella",
                expect=kept("en", "real photo, portrait orientation",

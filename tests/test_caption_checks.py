@@ -93,3 +93,42 @@ def test_clean_caption_is_idempotent():
         once = clean_caption(raw)
         assert clean_caption(once) == once
     assert clean_caption("a < b > c") == "a < b > c"
+
+
+# -- the caption steps, as the pipeline runs them -----------------------------------------------------------
+
+def test_caption_steps_are_separately_counted_stages(checks):
+    from cleaners.image.record import ImageText
+    from cleaners.runner import StepRunner
+    from pipelines.image_text import CAPTION_STAGES
+    from pipelines.ledger import events_to_counts
+
+    runner = StepRunner(checks.steps())
+    assert tuple(runner.stage_names) == CAPTION_STAGES
+    pairs = [ImageText(key=f"k#{i}", source="s", caption=caption) for i, caption in enumerate([
+        "IMG_2041.JPG", "青い背景の赤い丸", "a cat", "一隻可愛的小貓在沙發上睡覺，電話13812345678",
+        "Call me at 13812345678 about this red car"])]
+    outcomes = [runner.run(pair) for pair in pairs]
+    drops = [(stage, reason) for out in outcomes for _, stage, reason in out.drops]
+    assert drops == [("caption_text", "caption-is-filename"), ("caption_language", "lang:ja"),
+                     ("caption_length", "too-short")]
+    kept = [pair for out in outcomes for pair in out.kept]
+    assert [(p.caption, p.lang) for p in kept] == [("一只可爱的小猫在沙发上睡觉，电话<PHONE>", "zh"),
+                                                   ("Call me at <PHONE> about this red car", "en")]
+    assert pairs[3].caption.startswith("一隻") and pairs[3].lang == ""      # inputs are never changed
+    counts: dict[str, int] = {}
+    for out in outcomes:
+        for name, n in events_to_counts(out.events).items():
+            counts[name] = counts.get(name, 0) + n
+    assert counts["caption_rewrite|count|pii:phone"] == 2
+    assert counts["caption_text|in"] == 5 and counts["caption_text|out"] == 4
+    assert counts["caption_length|in"] == 3 and counts["caption_length|out"] == 2
+    for stage in CAPTION_STAGES:                                             # in = out + dropped per stage
+        dropped = sum(n for name, n in counts.items() if name.startswith(f"{stage}|drop|"))
+        assert counts[f"{stage}|in"] == counts[f"{stage}|out"] + dropped
+
+
+def test_caption_steps_pickle_with_their_shared_settings(checks):
+    steps = pickle.loads(pickle.dumps(CaptionChecks(min_words=1).steps()))
+    assert len({id(step.checks) for step in steps}) == 1 and steps[0].checks.min_words == 1
+    assert steps[0].checks._junk is None                  # rebuilt by setup() on the worker

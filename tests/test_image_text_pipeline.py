@@ -64,7 +64,8 @@ def test_real_samples(corpus_samples, tmp_path):
     _check_ledger(stats)
     by_stage = {s["stage"]: s for s in stats["stages"]}
     assert stats["totals"] == {"records_in": 97, "kept": 3, "dropped": 94}
-    assert by_stage["caption"]["dropped_by_reason"] == {"empty": 90, "too-short": 2}   # MNIST digits, "A bus."
+    assert by_stage["caption_text"]["dropped_by_reason"] == {"empty": 90}            # MNIST digits
+    assert by_stage["caption_length"]["dropped_by_reason"] == {"too-short": 2}       # "A bus."
     assert by_stage["phash_dedup"]["dropped"] == 2   # data-juicer's jsonl and parquet hold the same photos
     samples = _samples(out)
     assert sorted(s["txt"] for s in samples.values()) == [
@@ -161,7 +162,7 @@ def test_url_list_is_downloaded_from_a_local_server(image_server, tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     _check_ledger(stats)
     by_stage = {s["stage"]: s for s in stats["stages"]}
-    assert by_stage["caption"]["dropped_by_reason"] == {"too-short": 1}
+    assert by_stage["caption_length"]["dropped_by_reason"] == {"too-short": 1}
     assert by_stage["download"]["dropped_by_reason"] == {"http-404": 1, "opt-out": 1}
     assert by_stage["image"]["dropped_by_reason"] == {"unidentified": 1}
     samples = _samples(out)

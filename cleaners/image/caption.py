@@ -1,18 +1,21 @@
 """Caption checks for image-text pairs: clean the caption, decide its language, drop alt-text junk.
 
-`CaptionChecks.check(caption)` returns `(clean caption, lang)` or a drop reason:
+Four steps, each its own stage (`CaptionChecks(**recipe["caption"]).steps()`), and the reasons they drop:
 
-- `not-text`, `empty` (nothing left after cleaning), `too-long` (over `max_chars` characters),
-- `caption-is-filename` ("IMG_1234.JPG", "DSC01234", "mount-everest-89590_1280.jpg"), `caption-is-url`,
-- `caption-junk` (nothing but boilerplate from the blocklist: "image", "Untitled", "点击查看大图", digits),
-- `lang:<code>` (a language outside `languages`),
-- `too-short` (zh and ja: fewer than `min_chars` characters; other languages: fewer than `min_words` words;
+- `caption_text`: `not-text`, `empty` (nothing left after cleaning), `too-long` (over `max_chars` characters),
+  `caption-is-filename` ("IMG_1234.JPG", "DSC01234", "mount-everest-89590_1280.jpg"), `caption-is-url`,
+  `caption-junk` (nothing but boilerplate from the blocklist: "image", "Untitled", "点击查看大图", digits);
+- `caption_language`: `lang:<code>` (a language outside `languages`);
+- `caption_rewrite`: never drops (simplified Chinese, PII placeholders counted as `pii:<type>`);
+- `caption_length`: `too-short` (zh and ja: fewer than `min_chars` characters; other languages: fewer than
+  `min_words` words;
   project defaults in the spirit of CC3M's caption filters, Sharma et al. 2018 -- LAION-5B itself only drops
   alt-text under 5 characters, Schuhmann et al. 2022).
 
 Cleaning reuses the web-text steps: HTML tags and entities left in alt-text and data-juicer's special tokens
 (`<__dj__image>`, `<|__dj__eoc|>`) are removed, then `normalize_text` (one line), traditional -> simplified for
-Chinese (`to_simplified`), and personal data -> placeholders (`scrub`).
+Chinese (`to_simplified`), and personal data -> placeholders (`scrub_with_counts`). `CaptionChecks.check(caption)`
+gives `(clean caption, lang)` or the first drop reason, without accounting, for tests and tools.
 
 Language: Chinese/English captions are decided by script, since short alt-text is too little for the bundled
 fastText model (on img2dataset's 1000 sample captions it labels about 10% of plain English product names
@@ -35,8 +38,8 @@ from cleaners.fasttext_text import load_model
 from cleaners.han import HAN_RE
 from cleaners.language import BUNDLED_MODEL, guess_zh_or_en, identify
 from cleaners.normalize import normalize_text, to_simplified
-from cleaners.pii import scrub
-from cleaners.step import Step, register
+from cleaners.pii import scrub_with_counts
+from cleaners.step import Counted, Step
 
 DEFAULT_BLOCKLIST = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "caption_blocklist.txt")
 
@@ -82,13 +85,10 @@ def _junk_pattern(terms: list[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(parts), re.I) if parts else None
 
 
-@register("caption")
 @dataclass(kw_only=True)
-class CaptionChecks(Step):
-    """The caption step of the image-text recipe (keyword arguments from the recipe's `caption:` section):
-    `apply(pair)` gives the pair with its clean caption and language, or the reason to drop it."""
-
-    kind: ClassVar[str] = "image_text"
+class CaptionChecks:
+    """The recipe's `caption:` section: its settings, the blocklist and language model they load, and the four
+    caption steps built from them (`steps()`), each its own stage in stats.json and rejects/."""
 
     min_chars: int = 5                   # zh, ja: characters, not counting spaces
     min_words: int = 3                   # en and others: words
@@ -150,42 +150,100 @@ class CaptionChecks(Step):
         rest = self._junk.sub(" ", text) if self._junk is not None else text
         return not any(ch.isalpha() for ch in rest)
 
-    def applies_to(self, pair: ImageText) -> bool:
-        """Every pair: here `languages` names the caption languages to keep, not the pairs the step sees."""
-        return True
-
-    def apply(self, pair: ImageText) -> ImageText | str:
-        checked = self.check(pair.caption)
-        if isinstance(checked, str):
-            return checked
-        caption, lang = checked
-        return dataclasses.replace(pair, caption=caption, lang=lang)   # never mutate an input element
+    def steps(self) -> list[Step]:
+        """The caption steps, in order, sharing these settings (one setup loads the blocklist and the model)."""
+        return [CaptionText(self), CaptionLanguage(self), CaptionRewrite(self), CaptionLength(self)]
 
     def check(self, caption: Any) -> tuple[str, str] | str:
-        """(clean caption, lang) or the reason to drop the pair."""
-        if not isinstance(caption, str):
+        """(clean caption, lang), or the reason the first caption step that drops it gives; no accounting (for
+        tests and tools: the pipeline runs `steps()` with `cleaners.runner.StepRunner`)."""
+        pair = ImageText(key="", source="", caption=caption)
+        for step in self.steps():
+            result = step.apply(pair)
+            result = result.result if isinstance(result, Counted) else result
+            if isinstance(result, str):
+                return result
+            pair = result
+        return pair.caption, pair.lang
+
+
+class _CaptionStep(Step):
+    """A caption step: one phase of the checks, configured by the shared `CaptionChecks`; sees every pair."""
+
+    kind: ClassVar[str] = "image_text"
+
+    def __init__(self, checks: CaptionChecks):
+        self.checks = checks
+
+    def setup(self) -> None:
+        if self.checks._junk is None:
+            self.checks.setup()
+
+    def applies_to(self, pair: ImageText) -> bool:
+        return True
+
+
+class CaptionText(_CaptionStep):
+    """`caption_text`: markup and data-juicer tokens out, one normalized line (`clean_caption`); drops `not-text`,
+    `empty`, `too-long`, `caption-is-url`, `caption-is-filename`, `caption-junk`."""
+
+    name = "caption_text"
+
+    def apply(self, pair: ImageText) -> ImageText | str:
+        if not isinstance(pair.caption, str):
             return "not-text"
-        text = clean_caption(caption)
+        text = clean_caption(pair.caption)
         if not text:
             return "empty"
-        if len(text) > self.max_chars:
+        if len(text) > self.checks.max_chars:
             return "too-long"
         if _URL.match(text):
             return "caption-is-url"
         if _FILENAME.match(text):
             return "caption-is-filename"
-        if self.is_junk(text):
+        if self.checks.is_junk(text):
             return "caption-junk"
-        lang = self.language(text)
-        if self.languages and lang not in self.languages:
+        return dataclasses.replace(pair, caption=text)   # never mutate an input element
+
+
+class CaptionLanguage(_CaptionStep):
+    """`caption_language`: the caption's language (`CaptionChecks.language`) into `lang`; `lang:<code>` drops
+    a language outside `languages` (empty: any)."""
+
+    name = "caption_language"
+
+    def apply(self, pair: ImageText) -> ImageText | str:
+        lang = self.checks.language(pair.caption)
+        if self.checks.languages and lang not in self.checks.languages:
             return f"lang:{lang}"
-        if lang == "zh" and self.simplify:
+        return dataclasses.replace(pair, lang=lang)
+
+
+class CaptionRewrite(_CaptionStep):
+    """`caption_rewrite`: traditional -> simplified for Chinese (`simplify`) and personal data -> placeholders
+    (`pii`), counted per type as in web text (`pii:<type>`); never drops."""
+
+    name = "caption_rewrite"
+
+    def apply(self, pair: ImageText) -> Counted:
+        text, found = pair.caption, {}
+        if pair.lang == "zh" and self.checks.simplify:
             text = to_simplified(text)
-        if self.pii:
-            text = scrub(text)
-        if lang in CHAR_COUNTED:
-            if sum(not ch.isspace() for ch in text) < self.min_chars:
+        if self.checks.pii:
+            text, found = scrub_with_counts(text)
+        return Counted(dataclasses.replace(pair, caption=text), {f"pii:{kind}": n for kind, n in found.items()})
+
+
+class CaptionLength(_CaptionStep):
+    """`caption_length`: `too-short` under `min_chars` characters (zh, ja) or `min_words` words (others)."""
+
+    name = "caption_length"
+
+    def apply(self, pair: ImageText) -> ImageText | str:
+        text = pair.caption
+        if pair.lang in CHAR_COUNTED:
+            if sum(not ch.isspace() for ch in text) < self.checks.min_chars:
                 return "too-short"
-        elif len(_EN_WORD.findall(text)) < self.min_words:
+        elif len(_EN_WORD.findall(text)) < self.checks.min_words:
             return "too-short"
-        return text, lang
+        return pair
