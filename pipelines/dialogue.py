@@ -25,7 +25,9 @@ from cleaners.language import guess_zh_or_en
 from pipelines import ledger, progress
 from pipelines.inputs import MatchInputs
 
-READ_STAGE, RULES_STAGE = "read", "dialogue_rules"
+READ_STAGE = "read"
+#: the session rules' stages, in order (cleaners/dialogue/rules.py)
+RULES_STAGES = ("dialogue_erase", "dialogue_names", "dialogue_repeats", "dialogue_judge")
 REJECTS, COUNTS, POSTS = ledger.REJECTS, ledger.COUNTS, "posts"
 
 
@@ -85,16 +87,25 @@ def _drop_content(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "content"}
 
 
+def session_rules(config: dict[str, Any]):
+    """The recipe's `rules:` section; a bad setting fails here, on the launcher, before any work."""
+    from cleaners.dialogue.rules import SessionCleaner
+
+    try:
+        return SessionCleaner(**dict(config.get("rules") or {}))
+    except TypeError as exc:
+        raise ValueError(f"bad dialogue rules settings: {exc}") from exc
+
+
 def stage_order(config: dict[str, Any]) -> list[str]:
     from pipelines.dedup.stages import stage_names
 
-    order = [READ_STAGE, "threads", RULES_STAGE]
+    order = [READ_STAGE, "threads", *RULES_STAGES]
     order += [name for name in ("ad_replies", "generic_replies") if (config.get(name) or {}).get("enabled", True)]
     return order + stage_names(config)
 
 
 def build_dialogue_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str, config: dict[str, Any]) -> None:
-    from cleaners.recipe import build_step
     from pipelines.dedup.stages import apply_dedup
     from pipelines.steps import RunSteps
     from pipelines.dialogue_stages import AdReplies, GenericReplies, ThreadsToSessions
@@ -110,8 +121,8 @@ def build_dialogue_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: 
     threads = read[POSTS] | "Threads" >> ThreadsToSessions(stage="threads", **(config.get("threads") or {}))
     sessions = ((read.sessions, threads.kept) | "AllSessions" >> beam.Flatten()
                 | "SpreadSessions" >> beam.Reshuffle())
-    rules = build_step(RULES_STAGE, config.get("rules"), kind="dialogue")
-    cleaned = sessions | "Rules" >> beam.ParDo(RunSteps([rules], prepare=with_language)).with_outputs(
+    rules = session_rules(config).steps()
+    cleaned = sessions | "Rules" >> beam.ParDo(RunSteps(rules, prepare=with_language)).with_outputs(
         REJECTS, COUNTS, main="sessions")
     rejects = [read[REJECTS], threads.rejects, cleaned[REJECTS]]
     counts = [read[COUNTS], threads.counts, cleaned[COUNTS]]

@@ -17,6 +17,7 @@ from cleaners.dialogue.rules import (
 from pipelines.ledger import events_to_counts, reject_row
 
 STAGE = "dialogue_rules"
+RULE_STAGES = ("dialogue_erase", "dialogue_names", "dialogue_repeats", "dialogue_judge")
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +27,19 @@ def cleaner() -> SessionCleaner:
     return c
 
 
-def process(cleaner: SessionCleaner, session: Session) -> SimpleNamespace:
-    """The step run as the pipeline runs it: fragments kept, ledger counts and reject rows."""
-    out = StepRunner([cleaner]).run(session)
-    return SimpleNamespace(fragments=out.kept, counts=events_to_counts(out.events),
-                           rejects=[reject_row(item, stage, reason) for item, stage, reason in out.drops])
+def process(cleaner: SessionCleaner, session: Session, stage: str = STAGE) -> SimpleNamespace:
+    """The rule steps run as the pipeline runs them: fragments kept, reject rows, and the ledger counts of the four
+    stages seen as one stage `stage` (in: the first's, out and created: the last's, drops and counts: all), which
+    is what the rules as a whole did to the session (per-stage counts: test_each_rule_phase_is_its_own_stage)."""
+    out = StepRunner(cleaner.steps()).run(session)
+    first, last = RULE_STAGES[0], RULE_STAGES[-1]
+    counts: Counter = Counter()
+    for (name, kind, detail), n in out.events.items():
+        if kind in ("count", "drop") or (kind == "in" and name == first) or (kind in ("out", "created")
+                                                                            and name == last):
+            counts[(stage, kind, detail)] += n
+    return SimpleNamespace(fragments=out.kept, counts=events_to_counts(counts),
+                           rejects=[reject_row(item, stage, reason) for item, _, reason in out.drops])
 
 
 def cut(cleaner: SessionCleaner, text: str) -> str:
@@ -201,10 +210,9 @@ def test_speakers_mismatch_is_counted_not_fatal(cleaner):
     assert out.counts[f"{STAGE}|count|speakers-mismatch"] == 1
 
 
-def test_custom_stage_name_and_params():
+def test_custom_params():
     cleaner = SessionCleaner(min_turns=3, max_chars=5)
-    cleaner.stage_name = "dlg"          # a recipe's `as:` key
-    out = process(cleaner, Session(turns=["你好呀", "你好", "今天天气很好啊"], lang="zh"))
+    out = process(cleaner, Session(turns=["你好呀", "你好", "今天天气很好啊"], lang="zh"), stage="dlg")
     assert out.counts == {"dlg|in": 1, "dlg|drop|too-few-turns": 1, "dlg|count|utt-dropped:too-long": 1,
                           "dlg|count|utt-dropped:too-few-turns": 2}
     with pytest.raises(ValueError):
@@ -217,6 +225,33 @@ def test_pickles_before_and_after_setup(cleaner):
     for original in (SessionCleaner(), cleaner):
         clone = pickle.loads(pickle.dumps(original))
         assert process(clone, session) == expected
+
+
+def test_each_rule_phase_is_its_own_stage(cleaner):
+    """dialogue_erase, dialogue_names, dialogue_repeats and dialogue_judge count what each did; every stage
+    balances; the input session is never changed."""
+    from pipelines.dialogue import RULES_STAGES
+
+    runner = StepRunner(cleaner.steps())
+    assert tuple(runner.stage_names) == RULE_STAGES == RULES_STAGES
+    turns = ["看 https://a.cn/1 @小明", "哈哈哈哈哈哈好", "x", "好的呀", "明天见"]
+    session = Session(turns=list(turns), key="k#1", source="s", lang="zh", id="given")
+    out = runner.run(session)
+    counts = events_to_counts(out.events)
+    assert counts == {
+        "dialogue_erase|in": 1, "dialogue_erase|out": 1, "dialogue_erase|count|utt-edited:url": 1,
+        "dialogue_names|in": 1, "dialogue_names|out": 1, "dialogue_names|count|utt-edited:name": 1,
+        "dialogue_repeats|in": 1, "dialogue_repeats|out": 1, "dialogue_repeats|count|utt-edited:repeat": 1,
+        "dialogue_judge|in": 1, "dialogue_judge|out": 2, "dialogue_judge|created": 1,
+        "dialogue_judge|count|utt-dropped:too-short": 1}
+    assert [f.turns for f in out.kept] == [["看 <NAME1>", "哈哈哈好"], ["好的呀", "明天见"]]
+    assert [f.meta["fragment_of"] for f in out.kept] == ["given", "given"]       # named after the input session
+    assert session.turns == turns and session.id == "given" and not session.edited
+    untouched = runner.run(Session(turns=["吃饭了吗", "还没呢"], id="same", key="k#2", lang="zh")).kept
+    assert [(f.id, f.key) for f in untouched] == [("same", "k#2")]
+    dropped = runner.run(Session(turns=["x", "y"], id="gone", key="k#3", lang="zh"))
+    assert [(item.id, stage, reason) for item, stage, reason in dropped.drops] == [("gone", "dialogue_judge",
+                                                                                     "too-short")]
 
 
 _UTTERANCE = st.one_of(

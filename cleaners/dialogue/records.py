@@ -23,6 +23,8 @@ class Session:
     lang: str = ""                # "zh" / "en" / "" (unknown: decided by the pipeline)
     speakers: list[str] | None = None   # one per turn when the input names them (ShareGPT "from", LCCC none)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: set by the cleaning steps once a turn changed (never written; see cleaners/dialogue/rules.py)
+    edited: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.id:

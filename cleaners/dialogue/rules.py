@@ -36,15 +36,16 @@ unknown and most of its letters are Chinese characters).
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
-from typing import Callable
+from typing import Any, Callable, ClassVar
 
 from cleaners.dialogue.records import Session, session_id
 from cleaners.dialogue.sessions import runs_between
 from cleaners.han import HAN_RANGES, HAN_RE
 from cleaners.pii import scrub_with_counts
-from cleaners.step import Counted, Step, register
+from cleaners.step import Counted, Step
 
 _HAN = HAN_RANGES
 _HAN_RE = HAN_RE
@@ -172,13 +173,11 @@ def mostly_chinese(turns: list[str]) -> bool:
     return han > 0 and han >= len(_LATIN_RE.findall(text))
 
 
-@register("dialogue_rules")
-class SessionCleaner(Step):
-    """LCCC-style cleaning of one `Session` into 0..n cleaned sessions (see the module docstring): the one step of
-    the dialogue recipe's `rules` section. Returns the fragments (a list: more than one is a split) or the reason
-    the session left none, with counts `utt-edited:<rule>`, `utt-dropped:<rule>`, `pii:<type>`."""
-
-    kind = "dialogue"
+class SessionCleaner:
+    """The dialogue recipe's `rules:` section: LCCC-style cleaning of one `Session` into 0..n cleaned sessions (see
+    the module docstring) as four steps, each its own stage (`steps()`): `dialogue_erase`, `dialogue_names`,
+    `dialogue_repeats` (counts `utt-edited:<rule>`, `pii:<type>`) and `dialogue_judge` (counts
+    `utt-dropped:<rule>`; returns the fragments, a list when the session splits, or the reason none is left)."""
 
     def __init__(self, *, min_chars: int = 2, max_chars: int = 1000,
                  max_repeats: int = 3, max_repeat_unit_chars: int = 32, max_repeat_unit_words: int = 8,
@@ -203,38 +202,13 @@ class SessionCleaner(Step):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_word_re": None, "_char_re": None}
 
-    # -- the step ---------------------------------------------------------------------------------------------
+    def steps(self) -> list[Step]:
+        """The four rule steps, in order, sharing these settings."""
+        return [EraseStep(self), NamesStep(self), RepeatsStep(self), JudgeStep(self)]
 
-    def apply(self, session: Session) -> Counted:
+    def ready(self) -> None:
         if self._word_re is None:
             self.setup()
-        counts: Counter[str] = Counter()
-        turns, speakers = session.turns, session.speakers
-        if not isinstance(turns, (list, tuple)) or not all(isinstance(t, str) for t in turns):
-            return Counted("bad-input")
-        if speakers is not None and (not isinstance(speakers, (list, tuple)) or len(speakers) != len(turns)
-                                     or not all(isinstance(s, str) for s in speakers)):
-            counts["speakers-mismatch"] += 1
-            speakers = None
-
-        names = NamePlaceholders()
-        cleaned = [self._erase(turn, counts) for turn in turns]
-        cleaned, speakers = self._replace_names(cleaned, speakers, names, counts)
-        cleaned = [self._cut_repeats(turn, counts) for turn in cleaned]
-        chinese = session.lang.startswith("zh") or (not session.lang and mostly_chinese(cleaned))
-        failures = [self.judge(turn, chinese) for turn in cleaned]
-        for reason in failures:
-            if reason:
-                counts[f"utt-dropped:{reason}"] += 1
-
-        runs = _good_runs(failures)
-        kept = [run for run in runs if len(run) >= self.min_turns]
-        for run in runs:
-            if len(run) < self.min_turns:
-                counts["utt-dropped:too-few-turns"] += len(run)
-        if not kept:
-            return Counted(_main_reason(failures), dict(counts))
-        return Counted(self._fragments(session, kept, cleaned, speakers, len(turns)), dict(counts))
 
     def judge(self, text: str, chinese: bool) -> str | None:
         """The first judging rule an erased utterance fails, or None to keep it."""
@@ -301,7 +275,7 @@ class SessionCleaner(Step):
         fragments = []
         for number, run in enumerate(kept, 1):
             turns = [cleaned[i] for i in run]
-            unchanged = whole and turns == list(session.turns)
+            unchanged = whole and not session.edited
             meta = dict(session.meta)
             if not whole:
                 meta["fragment_of"] = session.id
@@ -310,6 +284,91 @@ class SessionCleaner(Step):
                 key=session.key if whole else f"{session.key}/fragment-{number}", lang=session.lang,
                 speakers=None if speakers is None else [speakers[i] for i in run], meta=meta))
         return fragments
+
+
+class _RuleStep(Step):
+    """One phase of the session rules, configured by the shared `SessionCleaner`. Phases before the judge keep the
+    session's id and key and mark it `edited` when a turn changed, so the judge can tell an untouched session (it
+    keeps its id) from an edited one (the id of its new turns) and name fragments after the input session."""
+
+    kind: ClassVar[str] = "dialogue"
+
+    def __init__(self, rules: SessionCleaner):
+        self.rules = rules
+
+    def setup(self) -> None:
+        self.rules.ready()
+
+    def _with(self, session: Session, turns: list[str], counts: Counter[str], **changes: Any) -> Counted:
+        edited = session.edited or turns != list(session.turns)
+        return Counted(dataclasses.replace(session, turns=turns, edited=edited, **changes), dict(counts))
+
+
+class EraseStep(_RuleStep):
+    """`dialogue_erase`: URLs, repost chains, reply prefixes, hashtags, emoticons, platform texts and personal data
+    out of every utterance; `bad-input` drops a session whose turns are not strings; speakers that do not match
+    the turns are dropped and counted (`speakers-mismatch`)."""
+
+    name = "dialogue_erase"
+
+    def apply(self, session: Session) -> Counted:
+        self.rules.ready()
+        turns, speakers = session.turns, session.speakers
+        if not isinstance(turns, (list, tuple)) or not all(isinstance(t, str) for t in turns):
+            return Counted("bad-input")
+        counts: Counter[str] = Counter()
+        if speakers is not None and (not isinstance(speakers, (list, tuple)) or len(speakers) != len(turns)
+                                     or not all(isinstance(s, str) for s in speakers)):
+            counts["speakers-mismatch"] += 1
+            speakers = None
+        cleaned = [self.rules._erase(turn, counts) for turn in turns]
+        return self._with(session, cleaned, counts, speakers=speakers)
+
+
+class NamesStep(_RuleStep):
+    """`dialogue_names`: @mentions and the speakers' own names -> `<NAME1>`, `<NAME2>`, ... per session."""
+
+    name = "dialogue_names"
+
+    def apply(self, session: Session) -> Counted:
+        counts: Counter[str] = Counter()
+        turns, speakers = self.rules._replace_names(list(session.turns), session.speakers, NamePlaceholders(), counts)
+        return self._with(session, turns, counts, speakers=speakers)
+
+
+class RepeatsStep(_RuleStep):
+    """`dialogue_repeats`: runs of a repeated word or phrase cut to `max_repeats` copies."""
+
+    name = "dialogue_repeats"
+
+    def apply(self, session: Session) -> Counted:
+        self.rules.ready()
+        counts: Counter[str] = Counter()
+        return self._with(session, [self.rules._cut_repeats(turn, counts) for turn in session.turns], counts)
+
+
+class JudgeStep(_RuleStep):
+    """`dialogue_judge`: every utterance judged (`SessionCleaner.judge`); the session splits at the ones that fail
+    and keeps the fragments of at least `min_turns` turns, or is dropped with the commonest failure."""
+
+    name = "dialogue_judge"
+
+    def apply(self, session: Session) -> Counted:
+        rules, cleaned = self.rules, list(session.turns)
+        counts: Counter[str] = Counter()
+        chinese = session.lang.startswith("zh") or (not session.lang and mostly_chinese(cleaned))
+        failures = [rules.judge(turn, chinese) for turn in cleaned]
+        for reason in failures:
+            if reason:
+                counts[f"utt-dropped:{reason}"] += 1
+        runs = _good_runs(failures)
+        kept = [run for run in runs if len(run) >= rules.min_turns]
+        for run in runs:
+            if len(run) < rules.min_turns:
+                counts["utt-dropped:too-few-turns"] += len(run)
+        if not kept:
+            return Counted(_main_reason(failures), dict(counts))
+        return Counted(rules._fragments(session, kept, cleaned, session.speakers, len(cleaned)), dict(counts))
 
 
 def _good_runs(failures: list[str | None]) -> list[list[int]]:
