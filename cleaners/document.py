@@ -95,6 +95,16 @@ def reject_row(stage: str, reason: str, *, id: str = "", key: str = "", url: str
     return {"id": id, "key": key, "url": url, "source": source, "stage": stage, "reason": reason}
 
 
+def data_type(doc: Document, default: str) -> str:
+    """The record's WuDao `dataType`: the label the input carried (JSONL/Parquet `dataType`, never overwritten),
+    else the source type the `domain` step found, else `default` (the pipeline's kind, `web-text`)."""
+    own = doc.meta.get("dataType")
+    if isinstance(own, str) and own.strip():
+        return own.strip()
+    domain = doc.meta.get("domain")
+    return domain.get("source_type", default) if isinstance(domain, dict) else default
+
+
 def to_wudao_record(doc: Document) -> dict[str, Any]:
     """The WuDaoCorpora record for a kept document (field names as in the released WuDao 200G set)."""
     unique_key = stable_hash(doc.text)
@@ -102,7 +112,7 @@ def to_wudao_record(doc: Document) -> dict[str, Any]:
         "id": doc.id,
         "uniqueKey": unique_key,
         "titleUkey": stable_hash(doc.title) if doc.title else "",
-        "dataType": DATA_TYPE,
+        "dataType": data_type(doc, DATA_TYPE),
         "title": doc.title,
         "content": doc.text,
         "url": doc.url,
@@ -111,4 +121,5 @@ def to_wudao_record(doc: Document) -> dict[str, Any]:
         "date": doc.date,
         "source_id": str(doc.meta.get("id", "")),   # the input record's own id (JSONL/Parquet corpora)
         "scores": dict(sorted(doc.scores.items())),
+        **({"domain": doc.meta["domain"]} if isinstance(doc.meta.get("domain"), dict) else {}),
     }

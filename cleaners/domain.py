@@ -24,7 +24,11 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 from urllib.parse import urlsplit
+
+from cleaners.document import Document, data_type
+from cleaners.step import Counted, Step, register
 
 SOURCE_TYPES = {"百科": "encyclopedia", "新闻": "news", "博客": "blog", "论坛": "forum", "问答": "qa", "经验": "howto",
                 "文学": "literature", "政务": "government", "学术": "academic", "商品": "shopping", "社交": "social",
@@ -94,3 +98,22 @@ def source_type(url: str, text: str = "") -> str:
     if _DATED_PATH.search(parts.path):
         return "新闻"
     return OTHER
+
+
+@register("domain")
+class DomainLabel(Step):
+    """`domain`: the source type of every document (`source_type`) into `domain.source_type` of its record, and so
+    into `dataType` unless the input carried one (`data_type`); counted per label in stats.json's histograms.
+    `keep: [labels]` keeps only documents whose `dataType` is one of them (`domain:<label>` drops the others)."""
+
+    def __init__(self, keep: list[str] | None = None):
+        if keep is not None and (isinstance(keep, str) or not all(isinstance(label, str) for label in keep)):
+            raise ValueError(f"domain: keep must be a list of labels, got {keep!r}")
+        self.keep = None if keep is None else tuple(keep)
+
+    def apply(self, doc: Document) -> Any:
+        doc.meta["domain"] = {"source_type": source_type(doc.url, doc.text)}
+        label = data_type(doc, OTHER)
+        if self.keep is not None and label not in self.keep:
+            return Counted(f"domain:{label}", hists={"dataType": label})
+        return Counted(doc, hists={"dataType": label})

@@ -73,6 +73,7 @@ def load_recipe(path: str | None = None, text: str | None = None, kind: str = "t
 
 def _import_step_modules() -> None:
     """Importing the modules registers their steps."""
+    import cleaners.domain  # noqa: F401
     import cleaners.filters  # noqa: F401
     import cleaners.image.checks  # noqa: F401
     import cleaners.language  # noqa: F401

@@ -31,13 +31,15 @@ def corpus_parquet_schema():
         [(name, pa.string()) for name in
          ("id", "uniqueKey", "titleUkey", "dataType", "title", "content", "url", "lang", "source", "date",
           "source_id")]
-        + [("scores", pa.map_(pa.string(), pa.float64()))]
+        + [("scores", pa.map_(pa.string(), pa.float64())),
+           ("domain", pa.struct([("source_type", pa.string())]))]
     )
 
 
 def _parquet_row(record: dict[str, Any]) -> dict[str, Any]:
     row = dict(record)
     row["scores"] = list(record.get("scores", {}).items())
+    row["domain"] = record.get("domain")          # null when the recipe has no domain step
     return row
 
 

@@ -79,3 +79,29 @@ def test_any_url_gives_a_label_never_an_error(url):
 def test_host_table_uses_known_labels_only():
     rules = host_rules()
     assert len(rules) > 100 and {label for _, _, label in rules} <= set(SOURCE_TYPES)
+
+
+# -- the `domain` step and the record's dataType ------------------------------------------------------------
+
+def test_domain_step_labels_keeps_the_inputs_own_and_filters():
+    from cleaners.document import Document, to_wudao_record
+    from cleaners.recipe import build_step
+    from cleaners.runner import StepRunner
+
+    runner = StepRunner([build_step("domain", {"keep": ["百科", "新闻"]})])
+    wiki = Document(id="1", text="长城是古代中国的军事防御工程。", url="https://zh.wikipedia.org/wiki/长城", lang="zh")
+    own = Document(id="2", text="一段文字。", url="https://tieba.baidu.com/p/1", lang="zh", meta={"dataType": "新闻"})
+    shop = Document(id="3", text="包邮", url="https://item.jd.com/1.html", lang="zh")
+    outs = [runner.run(doc) for doc in (wiki, own, shop)]
+    kept = [doc for out in outs for doc in out.kept]
+    records = [to_wudao_record(doc) for doc in kept]
+    assert [(r["dataType"], r["domain"]) for r in records] == [("百科", {"source_type": "百科"}),
+                                                                ("新闻", {"source_type": "论坛"})]
+    assert [(stage, reason) for out in outs for _, stage, reason in out.drops] == [("domain", "domain:商品")]
+    hists = Counter()
+    for out in outs:
+        hists.update({name: n for (stage, kind, name), n in out.events.items() if kind == "hist"})
+    assert hists == Counter({"dataType|百科": 1, "dataType|新闻": 1, "dataType|商品": 1})
+    assert to_wudao_record(Document(id="4", text="x"))["dataType"] == "web-text"     # no domain step: the kind
+    with pytest.raises(ValueError, match="keep must be a list"):
+        build_step("domain", {"keep": "新闻"})

@@ -137,7 +137,9 @@ def test_extract_histogram_counts_every_extracted_page(run):
     before = run.stats["histograms"]["extract"]["chars"]
     assert sum(before.values()) == extract["out"] > 0
     assert set(before) <= set(CHAR_LABELS)
-    assert set(run.stats["histograms"]) == {"extract", "write"}
+    assert set(run.stats["histograms"]) == {"extract", "domain", "write"}
+    domain = next(s for s in run.stats["stages"] if s["stage"] == "domain")     # records per dataType label
+    assert sum(run.stats["histograms"]["domain"]["dataType"].values()) == domain["in"] > 0
 
 
 # --- report.html -------------------------------------------------------------------------------------------------

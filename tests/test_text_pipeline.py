@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cleaners.domain import source_type
 from cleaners.document import stable_hash
 from pipelines.cli import main
 from pipelines.run import run_text, sample_inputs
@@ -117,9 +118,21 @@ def test_damage_is_counted_and_records_before_it_kept(sample_run):
 def test_records_are_in_wudao_schema_with_stable_ids(sample_run):
     _, corpus, _ = sample_run
     assert len({r["id"] for r in corpus}) == len(corpus)
+    own_labels = {}                                         # the embedded JSONL corpus carries its own dataType
+    with gzip.open(SAMPLE / "pages.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except ValueError:                                # the sample's planted broken lines
+                continue
+            if isinstance(row, dict) and isinstance(row.get("id"), str):
+                own_labels[row["id"]] = row.get("dataType")
     for record in corpus:
         assert not [k for k in record if k.startswith("_")]  # private fields are never written
-        assert record["dataType"] == "web-text"
+        found = source_type(record["url"], record["content"])
+        assert record["domain"] == {"source_type": found}
+        own = own_labels.get(record["source_id"]) if record["source"].endswith("pages.jsonl.gz") else None
+        assert record["dataType"] == (own or found)          # the input's label is never overwritten
         assert record["uniqueKey"] == stable_hash(record["content"])
         assert len(record["id"]) == 40 and int(record["id"], 16) >= 0  # content hash taken before line dedup
         assert record["titleUkey"] == (stable_hash(record["title"]) if record["title"] else "")
@@ -197,7 +210,7 @@ def test_parquet_output_and_user_recipe(tmp_path):
 def test_bad_recipe_is_a_clear_error(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("steps: [no_such_step]\n", "utf-8")
-    with pytest.raises(ValueError, match="unknown text step 'no_such_step'; known: c4, fineweb"):
+    with pytest.raises(ValueError, match="unknown text step 'no_such_step'; known: c4, domain, fineweb"):
         run_text([str(SAMPLE / "standalone-page.html")], str(tmp_path / "out"), str(recipe), [])
 
 

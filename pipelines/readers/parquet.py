@@ -89,6 +89,6 @@ def _row_to_page(row: dict, text_col: str, key: str, path: str, max_record_bytes
         return Skip(key, path, "no-text", url)
     if len(text) > max_record_bytes:
         return Skip(key, path, "too-large", url, f"{len(text)} characters")
-    meta = {"id": row["id"]} if row.get("id") not in (None, "") else {}
+    meta = {name: row[name] for name in ("id", "dataType") if row.get(name) not in (None, "")}
     return RawPage(key=key, source=path, url=url, date=_as_str(row.get("date")), text=text,
                    title=_as_str(row.get("title")), content_type="text/plain", meta=meta)
