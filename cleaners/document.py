@@ -88,13 +88,6 @@ class Document:
 DATA_TYPE = "web-text"
 
 
-def reject_row(stage: str, reason: str, *, id: str = "", key: str = "", url: str = "",
-               source: str = "") -> dict[str, Any]:
-    """A rejects/ row, the same shape for every pipeline and stage: `key` is the record's place in its input
-    file (`path#offset`, `path#line`)."""
-    return {"id": id, "key": key, "url": url, "source": source, "stage": stage, "reason": reason}
-
-
 def data_type(doc: Document, default: str) -> str:
     """The record's WuDao `dataType`: the label the input carried (JSONL/Parquet `dataType`, never overwritten),
     else the source type the `domain` step found, else `default` (the pipeline's kind, `web-text`)."""

@@ -106,6 +106,17 @@ def build_step(name: str, params: dict[str, Any] | None, kind: str = "text") -> 
     return step
 
 
+def build_section_steps(settings_class: Any, config: dict[str, Any], section: str) -> list[Step]:
+    """The steps of a recipe section that configures several steps at once (image-text `caption:` ->
+    `CaptionChecks`, dialogue `rules:` -> `SessionCleaner`): the settings are checked here, on the launcher, so a
+    typo fails before any work."""
+    try:
+        settings = settings_class(**dict(config.get(section) or {}))
+    except TypeError as exc:
+        raise ValueError(f"bad settings in recipe section {section!r}: {exc}") from exc
+    return settings.steps()
+
+
 def build_steps(config: dict[str, Any]) -> list[Step]:
     """The web-text recipe's `steps` list: each entry a name or a one-key mapping `{name: {params}}`."""
     steps: list[Step] = []

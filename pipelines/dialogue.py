@@ -28,7 +28,7 @@ from pipelines.inputs import MatchInputs
 READ_STAGE = "read"
 #: the session rules' stages, in order (cleaners/dialogue/rules.py)
 RULES_STAGES = ("dialogue_erase", "dialogue_names", "dialogue_repeats", "dialogue_judge")
-REJECTS, COUNTS, POSTS = ledger.REJECTS, ledger.COUNTS, "posts"
+POSTS = "posts"
 
 
 class ReadDialogues(beam.DoFn):
@@ -87,16 +87,6 @@ def _drop_content(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "content"}
 
 
-def session_rules(config: dict[str, Any]):
-    """The recipe's `rules:` section; a bad setting fails here, on the launcher, before any work."""
-    from cleaners.dialogue.rules import SessionCleaner
-
-    try:
-        return SessionCleaner(**dict(config.get("rules") or {}))
-    except TypeError as exc:
-        raise ValueError(f"bad dialogue rules settings: {exc}") from exc
-
-
 def stage_order(config: dict[str, Any]) -> list[str]:
     from pipelines.dedup.stages import stage_names
 
@@ -106,6 +96,8 @@ def stage_order(config: dict[str, Any]) -> list[str]:
 
 
 def build_dialogue_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str, config: dict[str, Any]) -> None:
+    from cleaners.dialogue.rules import SessionCleaner
+    from cleaners.recipe import build_section_steps
     from pipelines.dedup.stages import apply_dedup
     from pipelines.steps import RunSteps
     from pipelines.dialogue_stages import AdReplies, GenericReplies, ThreadsToSessions
@@ -117,15 +109,15 @@ def build_dialogue_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: 
             | "Inputs" >> beam.Create(inputs)
             | "Match" >> MatchInputs()
             | "SpreadFiles" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadDialogues()).with_outputs(POSTS, REJECTS, COUNTS, main="sessions"))
+            | "Read" >> beam.ParDo(ReadDialogues()).with_outputs(POSTS, ledger.REJECTS, ledger.COUNTS, main="sessions"))
     threads = read[POSTS] | "Threads" >> ThreadsToSessions(stage="threads", **(config.get("threads") or {}))
     sessions = ((read.sessions, threads.kept) | "AllSessions" >> beam.Flatten()
                 | "SpreadSessions" >> beam.Reshuffle())
-    rules = session_rules(config).steps()
+    rules = build_section_steps(SessionCleaner, config, "rules")
     cleaned = sessions | "Rules" >> beam.ParDo(RunSteps(rules, prepare=with_language)).with_outputs(
-        REJECTS, COUNTS, main="sessions")
-    rejects = [read[REJECTS], threads.rejects, cleaned[REJECTS]]
-    counts = [read[COUNTS], threads.counts, cleaned[COUNTS]]
+        ledger.REJECTS, ledger.COUNTS, main="sessions")
+    rejects = [read[ledger.REJECTS], threads.rejects, cleaned[ledger.REJECTS]]
+    counts = [read[ledger.COUNTS], threads.counts, cleaned[ledger.COUNTS]]
     current = cleaned.sessions
     for name, transform in (("ad_replies", AdReplies), ("generic_replies", GenericReplies)):
         params = dict(config.get(name) or {})

@@ -23,7 +23,6 @@ import apache_beam as beam
 from pipelines import ledger, progress
 from pipelines.dedup.common import StageOutput
 
-REJECTS, COUNTS = ledger.REJECTS, ledger.COUNTS
 HASH_BITS = 64
 
 
@@ -141,5 +140,5 @@ class PerceptualDedup(beam.PTransform):
                  | "Keepers" >> beam.FlatMap(_drops))
         keyed = records | "KeyById" >> beam.Map(lambda r: (r["id"], r))
         applied = (({"record": keyed, "keeper": drops} | "JoinDrops" >> beam.CoGroupByKey())
-                   | "Apply" >> beam.ParDo(_Apply(self.stage)).with_outputs(REJECTS, COUNTS, main="kept"))
-        return StageOutput(applied.kept, applied[REJECTS], applied[COUNTS])
+                   | "Apply" >> beam.ParDo(_Apply(self.stage)).with_outputs(ledger.REJECTS, ledger.COUNTS, main="kept"))
+        return StageOutput(applied.kept, applied[ledger.REJECTS], applied[ledger.COUNTS])

@@ -30,7 +30,6 @@ from pipelines.inputs import MatchInputs
 from shards.tar import sample_bytes, sample_members, write_tar
 
 READ, DOWNLOAD, IMAGE, PHASH = "read", "download", "image", "phash_dedup"
-REJECTS, COUNTS = ledger.REJECTS, ledger.COUNTS
 IMAGES_DIR, SHARDS_INDEX = "images", "shards.json"
 SAMPLE_EXTENSIONS = ("jpg", "txt", "json")   # member order in a sample (shards.json's sha256 depend on it)
 
@@ -174,16 +173,6 @@ def write_image_shards(kept: beam.PCollection, output: str, shard_size_bytes: in
 CAPTION_STAGES = ("caption_text", "caption_language", "caption_rewrite", "caption_length")
 
 
-def caption_checks(config: dict[str, Any]):
-    """The recipe's `caption:` section; a bad setting fails here, on the launcher, before any work."""
-    from cleaners.image.caption import CaptionChecks
-
-    try:
-        return CaptionChecks(**dict(config.get("caption") or {}))
-    except TypeError as exc:
-        raise ValueError(f"bad caption settings: {exc}") from exc
-
-
 def stage_order(config: dict[str, Any]) -> list[str]:
     order = [READ, *CAPTION_STAGES, DOWNLOAD, IMAGE]
     return order + ([PHASH] if (config.get("dedup") or {}).get("enabled", True) else [])
@@ -192,7 +181,8 @@ def stage_order(config: dict[str, Any]) -> list[str]:
 def build_image_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str, config: dict[str, Any]) -> None:
     from pipelines.download import DownloadImages
     from pipelines.image_dedup import PerceptualDedup
-    from cleaners.recipe import build_step
+    from cleaners.image.caption import CaptionChecks
+    from cleaners.recipe import build_section_steps, build_step
     from pipelines.sinks import write_rejects_and_stats
     from pipelines.steps import RunSteps
 
@@ -205,21 +195,22 @@ def build_image_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output
             | "Match" >> MatchInputs()
             | "SpreadFiles" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(ReadPairs(dict(config.get("read") or {})))
-            .with_outputs(REJECTS, COUNTS, main="pairs"))
-    caption_steps = caption_checks(config).steps()
+            .with_outputs(ledger.REJECTS, ledger.COUNTS, main="pairs"))
+    caption_steps = build_section_steps(CaptionChecks, config, "caption")
     image_step = build_step(IMAGE, config.get("image"), kind="image_text")
     captions = (read.pairs
                 | "SpreadPairs" >> beam.Reshuffle()
                 | "Captions" >> beam.ParDo(RunSteps(caption_steps, live_kept=False))
-                .with_outputs(REJECTS, COUNTS, main="pairs"))
+                .with_outputs(ledger.REJECTS, ledger.COUNTS, main="pairs"))
     downloaded = (captions.pairs
                   | "Download" >> beam.ParDo(DownloadImages(dict(config.get("download") or {})))
-                  | "CountDownloads" >> beam.FlatMap(count_download).with_outputs(REJECTS, COUNTS, main="pairs"))
+                  | "CountDownloads" >> beam.FlatMap(count_download)
+                  .with_outputs(ledger.REJECTS, ledger.COUNTS, main="pairs"))
     images = (downloaded.pairs
               | "Images" >> beam.ParDo(RunSteps([image_step], finish=to_output_record))
-              .with_outputs(REJECTS, COUNTS, main="records"))
-    rejects = [read[REJECTS], captions[REJECTS], downloaded[REJECTS], images[REJECTS]]
-    counts = [read[COUNTS], captions[COUNTS], downloaded[COUNTS], images[COUNTS]]
+              .with_outputs(ledger.REJECTS, ledger.COUNTS, main="records"))
+    rejects = [read[ledger.REJECTS], captions[ledger.REJECTS], downloaded[ledger.REJECTS], images[ledger.REJECTS]]
+    counts = [read[ledger.COUNTS], captions[ledger.COUNTS], downloaded[ledger.COUNTS], images[ledger.COUNTS]]
     kept = images.records
     dedup = dict(config.get("dedup") or {})
     if dedup.pop("enabled", True):

@@ -56,7 +56,7 @@ def dropped_counts(stage: str, reason: str) -> dict[str, int]:
 
 def events_to_counts(events: dict[tuple[str, str, str], int]) -> dict[str, int]:
     """`cleaners.runner` event counts `{(stage, kind, name): n}` as ledger counts."""
-    return {key(*event): n for event, n in sorted(events.items())}
+    return {key(*event): n for event, n in events.items()}
 
 
 def reject_row(item: Any, stage: str, reason: str) -> dict[str, Any]:

@@ -39,7 +39,9 @@ def corpus_parquet_schema():
 def _parquet_row(record: dict[str, Any]) -> dict[str, Any]:
     row = dict(record)
     row["scores"] = list(record.get("scores", {}).items())
-    row["domain"] = record.get("domain")          # null when the recipe has no domain step
+    domain = record.get("domain")                 # null without a domain step, or when an input's is not ours
+    source = domain.get("source_type") if isinstance(domain, dict) else None
+    row["domain"] = {"source_type": source} if isinstance(source, str) else None
     return row
 
 

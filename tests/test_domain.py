@@ -105,3 +105,12 @@ def test_domain_step_labels_keeps_the_inputs_own_and_filters():
     assert to_wudao_record(Document(id="4", text="x"))["dataType"] == "web-text"     # no domain step: the kind
     with pytest.raises(ValueError, match="keep must be a list"):
         build_step("domain", {"keep": "新闻"})
+
+
+@pytest.mark.parametrize("domain, expected", [({"source_type": "新闻"}, {"source_type": "新闻"}), (None, None),
+                                              ("news", None), ({"source_type": 3}, None), ([1], None)])
+def test_parquet_rows_take_only_a_well_formed_domain(domain, expected):
+    """`wudao dedup` passes input fields through: a `domain` that is not ours must not break the Parquet sink."""
+    from pipelines.sinks import _parquet_row
+
+    assert _parquet_row({"id": "1", "domain": domain})["domain"] == expected

@@ -46,3 +46,45 @@ def test_dialogue_recipe_keeps_unnamed_settings():
     config = load_recipe(text="ad_replies: {max_contexts: 9}\n", kind="dialogue")
     assert config["ad_replies"] == {**load_default("dialogue")["ad_replies"], "max_contexts": 9}
     assert config["ad_replies"]["enabled"] is True and config["ad_replies"]["min_reply_chars"] == 8
+
+
+def test_runner_counts_splits_and_turns_a_broken_step_into_a_drop():
+    from cleaners.runner import StepRunner
+    from cleaners.step import Step
+
+    class Split(Step):
+        name = "split"
+
+        def apply(self, record):
+            return [{"v": record["v"] + "a"}, {"v": record["v"] + "b"}] if record["v"] != "empty" else []
+
+    class Boom(Step):
+        name = "boom"
+
+        def apply(self, record):
+            if record["v"].endswith("b"):
+                raise RuntimeError("bug")
+            return record
+
+    runner = StepRunner([Split(), Boom()])
+    out = runner.run({"v": "x"})                     # records are any objects; a str is a drop reason
+    assert out.kept == [{"v": "xa"}] and [(s, r) for _, s, r in out.drops] == [("boom", "step-error:RuntimeError")]
+    assert out.events[("split", "in", "")] == 1 and out.events[("split", "out", "")] == 2
+    assert out.events[("split", "created", "")] == 1
+    empty = runner.run({"v": "empty"})                       # a split that kept nothing and gave no reason
+    assert empty.kept == [] and [(s, r) for _, s, r in empty.drops] == [("split", "step-error:no-output")]
+
+
+def test_sections_that_configure_several_steps_fail_on_a_typo():
+    from cleaners.dialogue.rules import SessionCleaner
+    from cleaners.image.caption import CaptionChecks
+    from cleaners.recipe import build_section_steps
+
+    assert [s.name for s in build_section_steps(CaptionChecks, load_default("image_text"), "caption")] == [
+        "caption_text", "caption_language", "caption_rewrite", "caption_length"]
+    assert [s.name for s in build_section_steps(SessionCleaner, {}, "rules")] == [
+        "dialogue_erase", "dialogue_names", "dialogue_repeats", "dialogue_judge"]
+    with pytest.raises(ValueError, match="bad settings in recipe section 'caption'.*min_word"):
+        build_section_steps(CaptionChecks, {"caption": {"min_word": 1}}, "caption")
+    with pytest.raises(ValueError, match="bad settings in recipe section 'rules'"):
+        build_section_steps(SessionCleaner, {"rules": {"max_repeat": 2}}, "rules")

@@ -26,7 +26,6 @@ from pipelines.readers.skip import Skip
 from pipelines import ledger
 
 READ_STAGE = "read"
-REJECTS, COUNTS = ledger.REJECTS, ledger.COUNTS
 MAX_RECORD_BYTES = 20_000_000     # per JSON line, as the web-text readers; longer lines drop as `too-large`
 
 def prepare(record: Any, key: str) -> dict[str, Any] | str:
@@ -135,9 +134,9 @@ def build_dedup_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str
             | "Inputs" >> beam.Create(inputs)
             | "Match" >> MatchInputs()
             | "SpreadFiles" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadCorpus()).with_outputs(REJECTS, COUNTS, main="records"))
+            | "Read" >> beam.ParDo(ReadCorpus()).with_outputs(ledger.REJECTS, ledger.COUNTS, main="records"))
     records = read.records | "SpreadRecords" >> beam.Reshuffle()
     kept, rejects, counts = apply_dedup(records, config)
     kept = kept | "Restore" >> beam.Map(restore)
-    write_outputs(kept, [read[REJECTS], *rejects], [read[COUNTS], *counts], output, config,
+    write_outputs(kept, [read[ledger.REJECTS], *rejects], [read[ledger.COUNTS], *counts], output, config,
                   [READ_STAGE, *stage_names(config)], {"inputs": inputs, "output": output})

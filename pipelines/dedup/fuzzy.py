@@ -26,7 +26,6 @@ from pipelines import ledger
 from pipelines.dedup.common import StageOutput, quality_rank
 from pipelines.dedup.packed import pack, unpack
 
-REJECTS, COUNTS = ledger.REJECTS, ledger.COUNTS
 
 
 class _Sign(beam.DoFn):
@@ -208,5 +207,6 @@ class MinHashDedup(beam.PTransform):
                  | "Representative" >> beam.FlatMap(_choose_representative))
         keyed = records | "KeyById" >> beam.Map(lambda r: (r["id"], pack(r)))
         applied = (({"record": keyed, "keeper": drops} | "JoinDrops" >> beam.CoGroupByKey())
-                   | "Apply" >> beam.ParDo(_ApplyDrops(self.stage)).with_outputs(REJECTS, COUNTS, main="kept"))
-        return StageOutput(applied.kept, applied[REJECTS], applied[COUNTS])
+                   | "Apply" >> beam.ParDo(_ApplyDrops(self.stage))
+                   .with_outputs(ledger.REJECTS, ledger.COUNTS, main="kept"))
+        return StageOutput(applied.kept, applied[ledger.REJECTS], applied[ledger.COUNTS])

@@ -17,7 +17,6 @@ from pipelines import ledger
 from pipelines.dedup.common import StageOutput, quality_rank
 from pipelines.dedup.packed import pack, unpack
 
-REJECTS, COUNTS = ledger.REJECTS, ledger.COUNTS
 
 
 def content_key(record: dict[str, Any]) -> str:
@@ -83,12 +82,12 @@ class KeepOnePerKey(beam.PTransform):
                    | "Pack" >> beam.Map(lambda kv: (kv[0], pack(kv[1])))
                    | "Group" >> beam.GroupByKey()
                    | "KeepBest" >> beam.ParDo(_KeepBest(self.stage, self.rank, self.reason))
-                   .with_outputs(REJECTS, COUNTS, main="kept"))
+                   .with_outputs(ledger.REJECTS, ledger.COUNTS, main="kept"))
         passed = (without_key | "Unkey" >> beam.Values()
-                  | "PassKeyless" >> beam.ParDo(_PassThrough(self.stage)).with_outputs(COUNTS, main="kept"))
+                  | "PassKeyless" >> beam.ParDo(_PassThrough(self.stage)).with_outputs(ledger.COUNTS, main="kept"))
         kept = (grouped.kept, passed.kept) | "MergeKept" >> beam.Flatten()
-        counts = (grouped[COUNTS], passed[COUNTS]) | "MergeCounts" >> beam.Flatten()
-        return StageOutput(kept, grouped[REJECTS], counts)
+        counts = (grouped[ledger.COUNTS], passed[ledger.COUNTS]) | "MergeCounts" >> beam.Flatten()
+        return StageOutput(kept, grouped[ledger.REJECTS], counts)
 
 
 def ExactDedup(stage: str = "exact_dedup") -> KeepOnePerKey:

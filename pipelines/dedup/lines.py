@@ -35,7 +35,7 @@ from pipelines.dedup.common import StageOutput
 from pipelines.dedup.packed import pack, unpack
 
 REASON_PREFIX = "line-dedup"
-KEPT, REJECTS, COUNTS = "kept", ledger.REJECTS, ledger.COUNTS
+KEPT = "kept"
 
 
 def _is_valid(record: Any) -> bool:
@@ -168,7 +168,7 @@ class LineDedup(beam.PTransform):
     def expand(self, records: beam.PCollection) -> StageOutput:
         min_docs = self.min_docs
         checked = records | "Validate" >> beam.ParDo(_SplitValid(self.stage)).with_outputs(
-            REJECTS, COUNTS, main=KEPT)
+            ledger.REJECTS, ledger.COUNTS, main=KEPT)
         valid = checked[KEPT]
         pairs = valid | "LineHashes" >> beam.FlatMap(_hash_doc_pairs, self.min_line_chars)
         boilerplate = (
@@ -188,8 +188,8 @@ class LineDedup(beam.PTransform):
             | "JoinDocs" >> beam.CoGroupByKey()
             | "RemoveAndRecheck" >> beam.ParDo(
                 _RemoveAndRecheck(self.stage, self.min_line_chars, self.recheck_steps)).with_outputs(
-                REJECTS, COUNTS, main=KEPT)
+                ledger.REJECTS, ledger.COUNTS, main=KEPT)
         )
-        rejects = (checked[REJECTS], results[REJECTS]) | "Rejects" >> beam.Flatten()
-        counts = (checked[COUNTS], results[COUNTS]) | "Counts" >> beam.Flatten()
+        rejects = (checked[ledger.REJECTS], results[ledger.REJECTS]) | "Rejects" >> beam.Flatten()
+        counts = (checked[ledger.COUNTS], results[ledger.COUNTS]) | "Counts" >> beam.Flatten()
         return StageOutput(kept=results[KEPT], rejects=rejects, counts=counts)
