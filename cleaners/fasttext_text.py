@@ -5,6 +5,7 @@ the same normalised line, made by `fasttext_line`:
 
 - only the first `max_chars` characters are used (2000 by default: CCNet / lid.176 reach their verdict on
   far less text, and it bounds the cost per document on billion-page crawls);
+- lone surrogates (not UTF-8) become spaces;
 - lowercase, every run of whitespace (newlines included: fastText reads one line per example) -> one space;
 - each CJK character (Han, kana) and each punctuation mark becomes its own token, so fastText's word
   n-grams over Chinese act as character n-grams (fastText splits on spaces only).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import threading
 from typing import Any
 
@@ -33,6 +35,7 @@ _SPLIT_CJK = re.compile(f"([{_CJK}])")
 _SYMBOLS = re.compile(f"[{_PUNCT}\\d]+")                 # dropped when keep_symbols=False
 _LETTER = re.compile(r"[^\W\d_]")
 _WHITESPACE = re.compile(r"\s+")
+_SURROGATE = re.compile("[\ud800-\udfff]")               # lone surrogates cannot cross into fastText (UTF-8)
 
 
 def fasttext_line(text: str, max_chars: int = DEFAULT_MAX_CHARS, *, keep_symbols: bool = True) -> str:
@@ -44,7 +47,7 @@ def fasttext_line(text: str, max_chars: int = DEFAULT_MAX_CHARS, *, keep_symbols
     """
     if not isinstance(text, str):
         raise TypeError(f"expected str, got {type(text).__name__}")
-    text = text[:max_chars].lower()
+    text = _SURROGATE.sub(" ", text[:max_chars].lower())
     if keep_symbols:
         text = _SPLIT_CHARS.sub(r" \1 ", text)
     else:
@@ -95,3 +98,41 @@ def predict_top(model: Any, line: str) -> tuple[str, float]:
     if label.startswith(LABEL_PREFIX):
         label = label[len(LABEL_PREFIX):]
     return label, float(min(probs[0], 1.0))
+
+
+def train_supervised(train_file: str, seed: int, attempts: int = 3, **params: Any) -> Any:
+    """Train a supervised fastText model, surviving its sporadic "Encountered NaN.".
+
+    The fastText build sometimes raises it inside a long-lived process (it depends on the process's heap,
+    not on the data: the same call in a fresh process succeeds). So a failure is retried in a fresh
+    `spawn`ed process; data that fails there too is degenerate and raises a clear ValueError.
+    """
+    import fasttext
+
+    try:
+        return fasttext.train_supervised(input=train_file, seed=seed, **params)
+    except RuntimeError as exc:
+        error: Exception = exc
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp:
+        for attempt in range(attempts):
+            path = os.path.join(tmp, f"model{attempt}.bin")
+            with context.Pool(1) as pool:
+                message = pool.apply(_train_to_file, (train_file, path, seed + attempt, params))
+            if message is None:
+                return fasttext.load_model(path)
+            error = RuntimeError(message)
+    raise ValueError(f"fastText training failed ({error}); use more, and more varied, texts or a lower lr")
+
+
+def _train_to_file(train_file: str, path: str, seed: int, params: dict[str, Any]) -> str | None:
+    """Child-process side of `train_supervised`: train, save, and return None or the error message."""
+    import fasttext
+
+    try:
+        fasttext.train_supervised(input=train_file, seed=seed, **params).save_model(path)
+        return None
+    except RuntimeError as exc:
+        return str(exc)

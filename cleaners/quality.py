@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from cleaners.document import Document, stable_hash
-from cleaners.fasttext_text import DEFAULT_MAX_CHARS, LABEL_PREFIX, fasttext_line, load_model
+from cleaners.fasttext_text import DEFAULT_MAX_CHARS, LABEL_PREFIX, fasttext_line, load_model, train_supervised
 from cleaners.step import Step, register
 
 HQ, LQ = "hq", "lq"
@@ -97,7 +97,7 @@ def train_quality(positive_paths: list[str], negative_paths: list[str], output_p
                 line = fasttext_line(text, max_chars)
                 if line:
                     fh.write(f"{LABEL_PREFIX}{label} {line}\n")
-        model = _train_with_retries(train_file, seed, epoch=epoch, lr=lr, dim=dim, wordNgrams=word_ngrams,
+        model = train_supervised(train_file, seed, epoch=epoch, lr=lr, dim=dim, wordNgrams=word_ngrams,
                                     minCount=min_count, bucket=bucket, loss="softmax", thread=1, verbose=0)
         if quantize:
             model.quantize(input=train_file, qnorm=True, retrain=False)
@@ -109,44 +109,6 @@ def train_quality(positive_paths: list[str], negative_paths: list[str], output_p
     metrics.update(n_train=len(train), n_positive=len(positives), n_negative=len(negatives),
                    skipped_records=skipped_pos + skipped_neg, output=output_path)
     return metrics
-
-
-def _train_with_retries(train_file: str, seed: int, attempts: int = 3, **params: Any) -> Any:
-    """Train a supervised fastText model, surviving its sporadic "Encountered NaN.".
-
-    The fastText build sometimes raises it inside a long-lived process (it depends on the process's heap,
-    not on the data: the same call in a fresh process succeeds). So a failure is retried in a fresh
-    `spawn`ed process; data that fails there too is degenerate and raises a clear ValueError.
-    """
-    import fasttext
-
-    try:
-        return fasttext.train_supervised(input=train_file, seed=seed, **params)
-    except RuntimeError as exc:
-        error: Exception = exc
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory() as tmp:
-        for attempt in range(attempts):
-            path = os.path.join(tmp, f"model{attempt}.bin")
-            with context.Pool(1) as pool:
-                message = pool.apply(_train_to_file, (train_file, path, seed + attempt, params))
-            if message is None:
-                return fasttext.load_model(path)
-            error = RuntimeError(message)
-    raise ValueError(f"fastText training failed ({error}); use more, and more varied, texts or a lower lr")
-
-
-def _train_to_file(train_file: str, path: str, seed: int, params: dict[str, Any]) -> str | None:
-    """Child-process side of `_train_with_retries`: train, save, and return None or the error message."""
-    import fasttext
-
-    try:
-        fasttext.train_supervised(input=train_file, seed=seed, **params).save_model(path)
-        return None
-    except RuntimeError as exc:
-        return str(exc)
 
 
 def hq_probabilities(model: Any, texts: list[str], max_chars: int = DEFAULT_MAX_CHARS) -> np.ndarray:

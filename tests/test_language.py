@@ -208,9 +208,9 @@ def _train_glotlid_style(tmp_path: Path) -> str:
     rng.shuffle(lines)
     train = tmp_path / "train.txt"
     train.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    from cleaners.quality import _train_with_retries
+    from cleaners.fasttext_text import train_supervised
 
-    model = _train_with_retries(str(train), seed=1, epoch=10, dim=16, bucket=10_000, minn=1, maxn=2,
+    model = train_supervised(str(train), seed=1, epoch=10, dim=16, bucket=10_000, minn=1, maxn=2,
                                 wordNgrams=1, thread=1, verbose=0)
     path = tmp_path / "glotlid_style.bin"
     model.save_model(str(path))
