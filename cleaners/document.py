@@ -90,12 +90,12 @@ DATA_TYPE = "web-text"
 
 def data_type(doc: Document, default: str) -> str:
     """The record's WuDao `dataType`: the label the input carried (JSONL/Parquet `dataType`, never overwritten),
-    else the source type the `domain` step found, else `default` (the pipeline's kind, `web-text`)."""
-    own = doc.meta.get("dataType")
-    if isinstance(own, str) and own.strip():
-        return own.strip()
-    domain = doc.meta.get("domain")
-    return domain.get("source_type", default) if isinstance(domain, dict) else default
+    else the label the `domain` step found (source type, else topic), else `default` (the pipeline's kind,
+    `web-text`)."""
+    for label in (doc.meta.get("dataType"), doc.meta.get("domain_label")):
+        if isinstance(label, str) and label.strip():
+            return label.strip()
+    return default
 
 
 def to_wudao_record(doc: Document) -> dict[str, Any]:

@@ -29,11 +29,13 @@ from urllib.parse import urlsplit
 
 from cleaners.document import Document, data_type
 from cleaners.step import Counted, Step, register
+from cleaners.topic import TopicModel, chinese_name
 
 SOURCE_TYPES = {"百科": "encyclopedia", "新闻": "news", "博客": "blog", "论坛": "forum", "问答": "qa", "经验": "howto",
                 "文学": "literature", "政务": "government", "学术": "academic", "商品": "shopping", "社交": "social",
                 "其他": "other"}
 OTHER = "其他"
+TOPIC_LANGUAGES = ("zh",)   # the bundled topic model is reliable on Chinese only (English: held-out accuracy 0.50)
 
 _PATH_RULES = (
     (re.compile(r"/(questions?|ask|answers?)/|/wenda/", re.I), "问答"),
@@ -102,18 +104,53 @@ def source_type(url: str, text: str = "") -> str:
 
 @register("domain")
 class DomainLabel(Step):
-    """`domain`: the source type of every document (`source_type`) into `domain.source_type` of its record, and so
-    into `dataType` unless the input carried one (`data_type`); counted per label in stats.json's histograms.
-    `keep: [labels]` keeps only documents whose `dataType` is one of them (`domain:<label>` drops the others)."""
+    """`domain`: every document's source type (`source_type`) and topic (`cleaners.topic`, the bundled model or
+    `model_path`) go into its record's `domain: {"source_type", "topic", "topic_score"}`; its WuDao `dataType` is
+    the input's own label, else the source type, else the topic's Chinese name when `topic_score` reaches
+    `min_topic_score`, else 其他. Counted per `dataType` in stats.json's histograms.
 
-    def __init__(self, keep: list[str] | None = None):
+    `min_topic_score` 0.8: on held-out THUCNews headlines the bundled model reaches it for 91% of them, which it
+    labels 91.5% right (87% right over all). The topic is asked only of documents in `topic_languages` (by default
+    Chinese, where the bundled model is reliable; `[]`: all) and
+    is left out of the record otherwise. `keep: [labels]` keeps only documents with one of these labels as their
+    `dataType`, source type or topic (either name); the others drop as `domain:<dataType>`. `topic: false` turns
+    the classifier off."""
+
+    def __init__(self, keep: list[str] | None = None, model_path: str | None = None, topic: bool = True,
+                 min_topic_score: float = 0.8, topic_languages: list[str] | None = None):
         if keep is not None and (isinstance(keep, str) or not all(isinstance(label, str) for label in keep)):
             raise ValueError(f"domain: keep must be a list of labels, got {keep!r}")
-        self.keep = None if keep is None else tuple(keep)
+        if not 0.0 <= float(min_topic_score) <= 1.0:
+            raise ValueError(f"domain: min_topic_score must be in [0, 1], got {min_topic_score!r}")
+        if topic_languages is not None and (isinstance(topic_languages, str)
+                                            or not all(isinstance(x, str) for x in topic_languages)):
+            raise ValueError(f"domain: topic_languages must be a list of language codes, got {topic_languages!r}")
+        self.keep = None if keep is None else frozenset(keep)
+        self.model_path, self.topic, self.min_topic_score = model_path, bool(topic), float(min_topic_score)
+        self.topic_languages = frozenset(TOPIC_LANGUAGES if topic_languages is None else topic_languages)
+        self._model: TopicModel | None = None
+
+    def setup(self) -> None:
+        if self.topic and self._model is None:
+            self._model = TopicModel(self.model_path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__, _model=None)    # fastText models do not pickle; workers load in setup()
 
     def apply(self, doc: Document) -> Any:
-        doc.meta["domain"] = {"source_type": source_type(doc.url, doc.text)}
+        domain: dict[str, Any] = {"source_type": source_type(doc.url, doc.text)}
+        if self.topic and (not self.topic_languages or doc.lang in self.topic_languages):
+            self.setup()
+            topic, score = self._model.predict(doc.text)
+            if topic:
+                domain.update(topic=topic, topic_score=round(score, 4))
+        doc.meta["domain"] = domain
+        label = domain["source_type"]
+        if label == OTHER and domain.get("topic_score", 0.0) >= self.min_topic_score:
+            label = chinese_name(domain["topic"])
+        doc.meta["domain_label"] = label
         label = data_type(doc, OTHER)
-        if self.keep is not None and label not in self.keep:
+        if self.keep is not None and self.keep.isdisjoint(
+                (label, domain["source_type"], domain.get("topic"), chinese_name(domain.get("topic", "")))):
             return Counted(f"domain:{label}", hists={"dataType": label})
         return Counted(doc, hists={"dataType": label})

@@ -8,6 +8,8 @@
     wudao demo [--output DIR] [Beam options]
     wudao report RUN_DIR [--shards DIR]
     wudao quality train --positive GLOB --negative GLOB --output FILE
+    wudao domain train --data labeled.jsonl --output model.bin
+    wudao domain eval --data labeled.jsonl [--model model.bin]
 
 Any argument the command does not know is handed to Beam's PipelineOptions, so every runner flag works
 (`--runner=DataflowRunner --project ... --region ... --temp_location gs://... --setup_file ./setup.py`).
@@ -99,6 +101,39 @@ def _cmd_quality_train(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     metrics = train_quality(expand(args.positive), expand(args.negative), args.output)
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _labeled(path: str) -> list[tuple[str, str]]:
+    from cleaners.topic import read_labeled
+
+    pairs, skipped = read_labeled(path)
+    if skipped:
+        print(f"{path}: skipped {skipped} lines without a text and a label", file=sys.stderr)
+    if not pairs:
+        raise SystemExit(f"{path}: no labeled lines ({{\"text\": ..., \"label\": ...}})")
+    return pairs
+
+
+def _cmd_domain_train(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from cleaners.topic import train_topic
+
+    try:
+        counts = train_topic(_labeled(args.data), args.output, seed=args.seed, quantize=args.quantize)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"wudao domain train: {exc}") from exc
+    print(json.dumps({"output": args.output, "trained": counts}, ensure_ascii=False))
+    return 0
+
+
+def _cmd_domain_eval(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from cleaners.topic import TopicModel, evaluate
+
+    try:
+        result = evaluate(TopicModel(args.model), _labeled(args.data))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"wudao domain eval: {exc}") from exc
+    print(json.dumps(result, ensure_ascii=False))
     return 0
 
 
@@ -367,6 +402,19 @@ def build_parser() -> argparse.ArgumentParser:
     qtrain.add_argument("--negative", action="append", required=True, help="JSONL(.gz) glob of bad text")
     qtrain.add_argument("--output", required=True, help="model file to write (.bin)")
     qtrain.set_defaults(func=_cmd_quality_train)
+
+    domain = sub.add_parser("domain", help="fastText topic (industry) classifier of the domain step")
+    domain_sub = domain.add_subparsers(dest="domain_command", required=True)
+    dtrain = domain_sub.add_parser("train", help='train a topic model from JSONL lines {"text", "label"}')
+    dtrain.add_argument("--data", required=True, help="labeled JSONL(.gz)")
+    dtrain.add_argument("--output", required=True, help="model file to write (.bin)")
+    dtrain.add_argument("--seed", type=int, default=0)
+    dtrain.add_argument("--quantize", action="store_true", help="smaller model (.ftz), a little less accurate")
+    dtrain.set_defaults(func=_cmd_domain_train)
+    deval = domain_sub.add_parser("eval", help="accuracy, overall and per label, as one JSON line")
+    deval.add_argument("--data", required=True, help="labeled JSONL(.gz)")
+    deval.add_argument("--model", default=None, help="model file (default: the bundled model)")
+    deval.set_defaults(func=_cmd_domain_eval)
     for pipeline_parser in (text, dedup, dialogue, image_text, demo):
         pipeline_parser.add_argument("--no-progress", action="store_true",
                                      help="no live progress line on the terminal (local runs)")

@@ -32,7 +32,8 @@ def corpus_parquet_schema():
          ("id", "uniqueKey", "titleUkey", "dataType", "title", "content", "url", "lang", "source", "date",
           "source_id")]
         + [("scores", pa.map_(pa.string(), pa.float64())),
-           ("domain", pa.struct([("source_type", pa.string())]))]
+           ("domain", pa.struct([("source_type", pa.string()), ("topic", pa.string()),
+                                 ("topic_score", pa.float64())]))]
     )
 
 
@@ -41,7 +42,12 @@ def _parquet_row(record: dict[str, Any]) -> dict[str, Any]:
     row["scores"] = list(record.get("scores", {}).items())
     domain = record.get("domain")                 # null without a domain step, or when an input's is not ours
     source = domain.get("source_type") if isinstance(domain, dict) else None
-    row["domain"] = {"source_type": source} if isinstance(source, str) else None
+    row["domain"] = None
+    if isinstance(source, str):
+        topic, score = domain.get("topic"), domain.get("topic_score")
+        ours = isinstance(topic, str) and isinstance(score, (int, float)) and not isinstance(score, bool)
+        row["domain"] = {"source_type": source, "topic": topic if ours else None,
+                         "topic_score": float(score) if ours else None}
     return row
 
 

@@ -88,7 +88,7 @@ def test_domain_step_labels_keeps_the_inputs_own_and_filters():
     from cleaners.recipe import build_step
     from cleaners.runner import StepRunner
 
-    runner = StepRunner([build_step("domain", {"keep": ["百科", "新闻"]})])
+    runner = StepRunner([build_step("domain", {"keep": ["百科", "新闻"], "topic": False})])
     wiki = Document(id="1", text="长城是古代中国的军事防御工程。", url="https://zh.wikipedia.org/wiki/长城", lang="zh")
     own = Document(id="2", text="一段文字。", url="https://tieba.baidu.com/p/1", lang="zh", meta={"dataType": "新闻"})
     shop = Document(id="3", text="包邮", url="https://item.jd.com/1.html", lang="zh")
@@ -107,8 +107,13 @@ def test_domain_step_labels_keeps_the_inputs_own_and_filters():
         build_step("domain", {"keep": "新闻"})
 
 
-@pytest.mark.parametrize("domain, expected", [({"source_type": "新闻"}, {"source_type": "新闻"}), (None, None),
-                                              ("news", None), ({"source_type": 3}, None), ([1], None)])
+@pytest.mark.parametrize("domain, expected", [
+    ({"source_type": "新闻"}, {"source_type": "新闻", "topic": None, "topic_score": None}),
+    ({"source_type": "其他", "topic": "sports", "topic_score": 0.9},
+     {"source_type": "其他", "topic": "sports", "topic_score": 0.9}),
+    ({"source_type": "其他", "topic": "sports", "topic_score": "high"},
+     {"source_type": "其他", "topic": None, "topic_score": None}),
+    (None, None), ("news", None), ({"source_type": 3}, None), ([1], None)])
 def test_parquet_rows_take_only_a_well_formed_domain(domain, expected):
     """`wudao dedup` passes input fields through: a `domain` that is not ours must not break the Parquet sink."""
     from pipelines.sinks import _parquet_row
