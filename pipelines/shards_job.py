@@ -29,7 +29,7 @@ from pipelines import progress
 from pipelines.run import pipeline_options
 from shards.manifest import build_manifest, read_manifest, write_manifest
 from shards.writer import (check_key, dtype_for, encode_sample, file_sha256, remove_unlisted_shards, shard_name,
-                           shard_of, split_of, tar_bytes, write_shard)
+                           shard_of, split_of, tar_bytes, tokens_per_label, write_shard)
 
 LOG = logging.getLogger("wudao.shards")
 
@@ -59,7 +59,8 @@ def sample_text(record: dict[str, Any]) -> str | None:
 
 
 class ReadRecords(beam.DoFn):
-    """Records `{"id", "source", "lang", "text"}` of one JSONL(.gz) file; unusable lines are counted, skipped."""
+    """Records `{"id", "source", "lang", "dataType", "text"}` of one JSONL(.gz) file; unusable lines are counted,
+    skipped. `dataType` is the record's WuDao domain label ("" when it has no string one)."""
 
     def process(self, metadata: fileio.FileMetadata) -> Iterable[dict[str, Any]]:
         try:
@@ -90,8 +91,9 @@ class ReadRecords(beam.DoFn):
         text = sample_text(record)
         if text is None:
             return None
+        label = record.get("dataType")
         return {"id": record["id"], "source": str(record.get("source", "")), "lang": str(record.get("lang", "")),
-                "text": text}
+                "dataType": label if isinstance(label, str) else "", "text": text}
 
 
 class Tokenize(beam.DoFn):
@@ -111,7 +113,8 @@ class Tokenize(beam.DoFn):
 
 
 class WriteShard(beam.DoFn):
-    """(split, index), samples -> the shard's manifest entry; keeps a matching shard from an earlier run."""
+    """(split, index), samples -> the shard's manifest entry (with `tokens_per_label`); keeps a shard from an
+    earlier run whose entry matches in samples, tokens and tokens per label (an entry without them is rewritten)."""
 
     def __init__(self, output: str, previous: dict[str, dict[str, Any]]):
         self._output, self._previous = output, previous
@@ -121,9 +124,10 @@ class WriteShard(beam.DoFn):
         unique = self._unique(samples)
         name = shard_name(split, index)
         path = os.path.join(self._output, name)
-        tokens = sum(json.loads(s["json"])["tokens"] for s in unique)
+        labels = tokens_per_label(unique)
         old = self._previous.get(name)
-        if old and old["samples"] == len(unique) and old["tokens"] == tokens and os.path.isfile(path) \
+        if old and old["samples"] == len(unique) and old["tokens"] == sum(labels.values()) \
+                and old.get("tokens_per_label") == labels and os.path.isfile(path) \
                 and file_sha256(path) == (old["sha256"], old["bytes"]):
             progress.counter("shards|shards-kept").inc()
             yield dict(old)

@@ -1,7 +1,9 @@
 """`manifest.json` beside the shards, and `verify(dir)`: do the shards on disk match what the manifest says?
 
-Manifest: {"shards": [{"name", "split", "samples", "tokens", "bytes", "sha256"}], "tokenizer_hash", "dtype",
-"seq_len", "command", "created_with"}. It holds no timestamps, so the same inputs give the same manifest.
+Manifest: {"shards": [{"name", "split", "samples", "tokens", "bytes", "sha256", "tokens_per_label"}],
+"tokens_per_label", "tokenizer_hash", "dtype", "seq_len", "command", "created_with"}. It holds no timestamps, so
+the same inputs give the same manifest. `tokens_per_label` is {dataType label: tokens} ("" for samples without
+a label), per shard and in total; manifests written before it existed lack it and are still read and verified.
 Shard names are data, never commands or paths: only plain file names inside the manifest's folder are read
 (`name_problem`); readers and `verify` refuse a manifest naming anything else.
 """
@@ -17,11 +19,12 @@ from typing import Any, Iterable
 import numpy as np
 
 from shards.tar import Damage, Sample, group_samples, iter_members
-from shards.writer import SPLITS, file_sha256
+from shards.writer import SPLITS, file_sha256, label_of
 
 MANIFEST = "manifest.json"
 ENTRY_FIELDS = ("name", "split", "samples", "tokens", "bytes", "sha256")
 _COUNT_FIELDS = ("samples", "tokens", "bytes")
+LABELS = "tokens_per_label"
 
 
 class ManifestError(ValueError):
@@ -57,7 +60,32 @@ def entry_problems(entry: Any, index: int) -> list[str]:
             problems.append(f"manifest entry #{index}: {field} {value!r:.80} is not a count")
     if not isinstance(entry["sha256"], str):
         problems.append(f"manifest entry #{index}: sha256 {entry['sha256']!r:.80} is not a string")
+    if LABELS in entry:  # optional: older manifests lack it
+        labels = entry[LABELS]
+        problem = _labels_problem(labels)
+        if problem:
+            problems.append(f"manifest entry #{index}: {problem}")
+        elif isinstance(entry["tokens"], int) and sum(labels.values()) != entry["tokens"]:
+            problems.append(f"manifest entry #{index}: {LABELS} sums to {sum(labels.values())}, "
+                            f"tokens is {entry['tokens']}")
     return problems
+
+
+def _labels_problem(labels: Any) -> str | None:
+    """Why `labels` is not a {label: token count} object, or None when it is."""
+    if not isinstance(labels, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in labels.values()):
+        return f"{LABELS} {labels!r:.80} is not an object of token counts"
+    return None
+
+
+def sum_labels(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """The per-label sum of several {label: tokens} dicts, labels sorted."""
+    total: dict[str, int] = {}
+    for labels in counts:
+        for label, tokens in labels.items():
+            total[label] = total.get(label, 0) + tokens
+    return dict(sorted(total.items()))
 
 
 def created_with() -> dict[str, str]:
@@ -76,16 +104,17 @@ def _version() -> str:
 
 def build_manifest(entries: Iterable[dict[str, Any]], tokenizer_hash: str, dtype: str, seq_len: int,
                    command: str) -> dict[str, Any]:
-    """The manifest dict, shards sorted by name; an entry missing a field raises ValueError."""
+    """The manifest dict, shards sorted by name, with the total `tokens_per_label`; an entry missing a field
+    (`tokens_per_label` included) raises ValueError."""
     shards = []
     for entry in entries:
-        missing = [f for f in ENTRY_FIELDS if f not in entry]
+        missing = [f for f in ENTRY_FIELDS + (LABELS,) if f not in entry]
         if missing:
             raise ValueError(f"manifest entry {entry.get('name')!r} lacks {missing}")
-        shards.append({f: entry[f] for f in ENTRY_FIELDS})
+        shards.append({**{f: entry[f] for f in ENTRY_FIELDS}, LABELS: dict(sorted(entry[LABELS].items()))})
     shards.sort(key=lambda e: e["name"])
-    return {"shards": shards, "tokenizer_hash": tokenizer_hash, "dtype": dtype, "seq_len": seq_len,
-            "command": command, "created_with": created_with()}
+    return {"shards": shards, LABELS: sum_labels(e[LABELS] for e in shards), "tokenizer_hash": tokenizer_hash,
+            "dtype": dtype, "seq_len": seq_len, "command": command, "created_with": created_with()}
 
 
 def write_manifest(directory: str, manifest: dict[str, Any]) -> str:
@@ -111,7 +140,8 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
 
 def _check_samples(path: str, entry: dict[str, Any], dtype: str) -> list[str]:
     """Problems inside one tar: a cut or corrupt archive, members that are no sample file, a sample whose members
-    are not together, unpaired members, npy of the wrong dtype, token counts unlike the json."""
+    are not together, unpaired members, npy of the wrong dtype, token counts unlike the json, token counts per
+    label unlike the entry's `tokens_per_label` (when it has one)."""
     name, problems, members = entry["name"], [], {}
     try:
         with open(path, "rb") as fh:
@@ -126,7 +156,7 @@ def _check_samples(path: str, entry: dict[str, Any], dtype: str) -> list[str]:
                     members[item.key] = item.files
     except OSError as exc:
         return [f"{name}: unreadable tar ({exc})"]
-    tokens = 0
+    tokens, labels = 0, {}
     for key, sample in sorted(members.items()):
         if set(sample) != {"npy", "json"}:
             problems.append(f"{name}: sample {key} has members {sorted(sample)}, expected json and npy")
@@ -144,11 +174,16 @@ def _check_samples(path: str, entry: dict[str, Any], dtype: str) -> list[str]:
             problems.append(f"{name}: sample {key} npy is {arr.dtype}{list(arr.shape)}, expected 1-D {dtype}")
         if meta.get("tokens") != arr.size or meta.get("id") != key:
             problems.append(f"{name}: sample {key} json says {meta.get('tokens')} tokens, npy holds {arr.size}")
+        if not isinstance(meta.get("dataType", ""), str):
+            problems.append(f"{name}: sample {key} dataType {meta['dataType']!r:.80} is not a string")
         tokens += arr.size
+        labels[label_of(meta)] = labels.get(label_of(meta), 0) + arr.size
     if len(members) != entry["samples"]:
         problems.append(f"{name}: {len(members)} samples, manifest says {entry['samples']}")
     if tokens != entry["tokens"]:
         problems.append(f"{name}: {tokens} tokens, manifest says {entry['tokens']}")
+    if LABELS in entry and labels != entry[LABELS]:
+        problems.append(f"{name}: tokens per label {sum_labels([labels])}, manifest says {entry[LABELS]}")
     return problems
 
 
@@ -168,6 +203,17 @@ def _load(directory: str) -> tuple[dict[str, Any] | None, list[str]]:
     dtype = manifest.get("dtype")
     if dtype not in ("uint16", "uint32"):
         problems.append(f"manifest dtype {dtype!r:.80} is not uint16 or uint32")
+    if LABELS in manifest and not problems:
+        problem = _labels_problem(manifest[LABELS])
+        entries = [e[LABELS] for e in manifest["shards"] if LABELS in e]
+        if problem:
+            problems.append(f"manifest {problem}")
+        elif len(entries) != len(manifest["shards"]):
+            problems.append(f"manifest has a total {LABELS} but {len(manifest['shards']) - len(entries)} "
+                            "entries lack theirs")
+        elif manifest[LABELS] != sum_labels(entries):
+            problems.append(f"manifest {LABELS} {manifest[LABELS]} is not the sum over its shards "
+                            f"{sum_labels(entries)}")
     return (None if problems else manifest), [f"{path}: {p}" for p in problems]
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from shards.manifest import ManifestError, name_problem
 from shards.tar import TarError, iter_tar
+from shards.writer import label_of
 
 try:  # torch is optional: without it the reader is a plain iterable
     from torch.utils.data import IterableDataset as _Base
@@ -131,8 +132,15 @@ def npy_array(data: bytes, where: str) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=start, count=n)
 
 
-def iter_shard(url: str, skip: int = 0) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield (key, tokens) for each `<key>.npy` in a shard, skipping the first `skip` samples."""
+def iter_shard(url: str, skip: int = 0, labels: frozenset[str] | None = None
+               ) -> Iterator[tuple[str, np.ndarray | None]]:
+    """Yield (key, tokens) for each `<key>.npy` in a shard, skipping the first `skip` samples.
+
+    With `labels`, each sample's `<key>.json` is read too, and a sample whose `dataType` ("" when it has none) is
+    not in `labels` comes as (key, None): it still counts as a position in the shard (exact resume)."""
+    if labels is not None:
+        yield from _iter_labeled(url, skip, labels)
+        return
     with _open(url) as f:
         seen = 0
         try:
@@ -143,6 +151,50 @@ def iter_shard(url: str, skip: int = 0) -> Iterator[tuple[str, np.ndarray]]:
                 if seen <= skip:
                     continue
                 yield name[:-4], npy_array(data, f"{url}:{name}")
+        except TarError as exc:
+            raise ShardError(str(exc)) from None
+
+
+def _sample_pairs(f, url: str) -> Iterator[tuple[str, bytes, bytes | None]]:
+    """(key, npy bytes, json bytes or None) for each sample with an npy member; a sample's members are
+    consecutive (webdataset's rule), in any order."""
+    key = npy = meta = None
+    for name, data in iter_tar(f, url, (".npy", ".json")):
+        if data is None:
+            continue
+        is_npy = name.endswith(".npy")
+        this = name[:-4] if is_npy else name[:-5]
+        if this != key:
+            if npy is not None:
+                yield key, npy, meta
+            key, npy, meta = this, None, None
+        if is_npy:
+            npy = data
+        else:
+            meta = data
+    if npy is not None:
+        yield key, npy, meta
+
+
+def sample_label(meta: bytes | None, where: str) -> str:
+    """The `dataType` label in a sample's json bytes: "" without json, without the field, or with a non-string."""
+    if meta is None:
+        return ""
+    try:
+        parsed = json.loads(meta)
+    except ValueError:
+        raise ShardError(f"{where}: sample json does not parse") from None
+    return label_of(parsed) if isinstance(parsed, dict) else ""
+
+
+def _iter_labeled(url: str, skip: int, labels: frozenset[str]) -> Iterator[tuple[str, np.ndarray | None]]:
+    with _open(url) as f:
+        try:
+            for i, (key, npy, meta) in enumerate(_sample_pairs(f, url)):
+                if i < skip:
+                    continue
+                where = f"{url}:{key}"
+                yield key, (npy_array(npy, where) if sample_label(meta, where) in labels else None)
         except TarError as exc:
             raise ShardError(str(exc)) from None
 
@@ -175,23 +227,31 @@ class StreamingShards(_Base):
     Memory: the shuffle buffer, the packing remainder and one open shard stream. Bad shards raise
     `ShardError` (`on_error="raise"`) or are skipped and counted in `stats` (`on_error="skip"`); with skip,
     samples read before the corruption are kept.
+    With `labels`, only samples whose json `dataType` is one of them are used ("" selects samples without one);
+    the json members are then read too (without `labels` they are skipped, as before). Samples left out are
+    counted in `stats["filtered"]`.
     State (`state_dict`) is that of this process's consumer: with DataLoader workers, each worker holds its
     own (the torchdata StatefulDataLoader protocol calls these methods inside every worker).
     """
 
     def __init__(self, source, *, seed: int, shuffle_buffer: int, seq_len: int, rank: int = 0,
                  world_size: int = 1, split: str = "train", eos_id: int | None = None, epoch: int = 0,
-                 drop_last: bool = True, as_torch: bool = False, on_error: str = "raise", pad_id: int | None = None):
+                 drop_last: bool = True, as_torch: bool = False, on_error: str = "raise", pad_id: int | None = None,
+                 labels: Sequence[str] | None = None):
         if seq_len < 1 or shuffle_buffer < 0 or not 0 <= rank < world_size:
             raise ValueError("need seq_len >= 1, shuffle_buffer >= 0 and 0 <= rank < world_size")
         if on_error not in ("raise", "skip"):
             raise ValueError("on_error must be 'raise' or 'skip'")
+        if labels is not None and (isinstance(labels, str) or not labels
+                                   or not all(isinstance(x, str) for x in labels)):
+            raise ValueError(f"labels must be a non-empty list of strings, got {labels!r:.80}")
+        self.labels = None if labels is None else frozenset(labels)
         self.urls = resolve_source(source, split)
         self.seed, self.shuffle_buffer, self.seq_len = seed, shuffle_buffer, seq_len
         self.rank, self.world_size, self.eos_id, self.epoch = rank, world_size, eos_id, epoch
         self.drop_last, self.as_torch, self.on_error = drop_last, as_torch, on_error
         self.pad_id = pad_id
-        self.stats = {"shards": 0, "samples": 0, "sequences": 0, "skipped_shards": 0, "errors": []}
+        self.stats = {"shards": 0, "samples": 0, "sequences": 0, "skipped_shards": 0, "filtered": 0, "errors": []}
         self._pending: dict | None = None
         self._live: dict | None = None
 
@@ -217,6 +277,7 @@ class StreamingShards(_Base):
         return {
             "version": 1, "fresh": False, "epoch": s["epoch"], "consumer": s["consumer"],
             "consumers": s["consumers"], "seq_len": self.seq_len, "seed": self.seed,
+            "labels": None if self.labels is None else sorted(self.labels),
             "unit": s["unit"], "read": s["read"], "rng": s["rng"], "draws": s["draws"],
             "buffer": [a.copy() for a in s["buffer"]],
             "remainder": np.concatenate(s["rest"]) if s["rest"] else np.zeros(0, np.int64),
@@ -227,11 +288,15 @@ class StreamingShards(_Base):
         if state.get("version") != 1:
             raise ValueError("unknown reader state version")
         self.epoch = state["epoch"]
+        self._live = None  # the loaded position replaces the one of any earlier pass
         if state["fresh"]:
             self._pending = None
             return
         if state["seq_len"] != self.seq_len or state["seed"] != self.seed:
             raise ValueError("state was saved with another seq_len or seed")
+        if state.get("labels") != (None if self.labels is None else sorted(self.labels)):
+            raise ValueError(f"state was saved with labels {state.get('labels')}, this reader has "
+                             f"{None if self.labels is None else sorted(self.labels)}")
         self._pending = dict(state, buffer=list(state["buffer"]), rest=[np.asarray(state["remainder"])])
 
     # -- iteration
@@ -340,9 +405,12 @@ class StreamingShards(_Base):
             shard, stride, offset = units[s["unit"]]
             url = self.urls[shard]
             try:
-                for key, tokens in iter_shard(url, skip=s["read"]):
+                for key, tokens in iter_shard(url, skip=s["read"], labels=self.labels):
                     s["read"] += 1
                     if (s["read"] - 1) % stride == offset:
+                        if tokens is None:  # not one of `labels`
+                            self.stats["filtered"] += 1
+                            continue
                         self.stats["samples"] += 1
                         yield tokens
             except (ShardError, OSError) as exc:

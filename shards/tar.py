@@ -449,9 +449,10 @@ def group_samples(items: Iterable[Member | Damage]) -> Iterator[Sample | Member 
 # ---------------------------------------------------------------- the fast path
 
 
-def iter_tar(f: BinaryIO, where: str, want: str = ".npy") -> Iterator[tuple[str, bytes | None]]:
+def iter_tar(f: BinaryIO, where: str, want: str | tuple[str, ...] = ".npy") -> Iterator[tuple[str, bytes | None]]:
     """(member name, bytes) for the regular members of our own shards, fast; bytes only for names ending in
-    `want`, else None (their data is skipped, by seeking where `f` can). Other members are passed over.
+    `want` (a suffix or a tuple of them), else None (their data is skipped, by seeking where `f` can). Other
+    members are passed over.
 
     A tar that ends after a member without its end block is accepted (as GNU tar does, with a warning); a cut
     header or member, or a header that fails its checksum, raises TarError("`where`: ...")."""

@@ -75,10 +75,14 @@ def npy_bytes(token_ids: Sequence[int] | np.ndarray, dtype: str) -> bytes:
 
 
 def encode_sample(record: dict[str, Any], token_ids: Sequence[int] | np.ndarray, dtype: str) -> dict[str, Any]:
-    """One WebDataset sample: `__key__` (the record id), `npy` (token ids) and `json` (id, source, lang, tokens)."""
+    """One WebDataset sample: `__key__` (the record id), `npy` (token ids) and `json` (id, source, lang, tokens,
+    and the record's WuDao domain label `dataType` when it has a non-empty string one)."""
     key = check_key(record["id"])
     meta = {"id": key, "source": record.get("source", ""), "lang": record.get("lang", ""),
             "tokens": len(token_ids)}
+    label = record.get("dataType")
+    if isinstance(label, str) and label:
+        meta["dataType"] = label
     return {"__key__": key, "npy": npy_bytes(token_ids, dtype),
             "json": json.dumps(meta, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")}
 
@@ -90,6 +94,7 @@ class ShardInfo:
     tokens: int
     bytes: int
     sha256: str
+    tokens_per_label: dict[str, int]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,32 +106,45 @@ def tar_bytes(sample: dict[str, Any]) -> int:
     return sample_bytes(sample)
 
 
-def sample_tokens(sample: dict[str, Any]) -> int:
-    return int(json.loads(sample["json"])["tokens"])
+def label_of(meta: dict[str, Any]) -> str:
+    """A sample's domain label: its json `dataType`, or "" when it has none (or one that is not a string)."""
+    label = meta.get("dataType", "")
+    return label if isinstance(label, str) else ""
+
+
+def tokens_per_label(samples: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """{label: tokens} over `samples` (from `encode_sample`), labels sorted; unlabeled samples count under ""."""
+    counts: dict[str, int] = {}
+    for sample in samples:
+        meta = json.loads(sample["json"])
+        label = label_of(meta)
+        counts[label] = counts.get(label, 0) + int(meta["tokens"])
+    return dict(sorted(counts.items()))
 
 
 def write_shard(samples: Iterable[dict[str, Any]], path: str) -> ShardInfo:
     """Write `samples` (from `encode_sample`) as one tar, sorted by key, to `path.tmp`, then rename onto `path`.
 
-    The same samples in any order give the same bytes. Duplicate keys raise ValueError."""
+    The same samples in any order give the same bytes. Duplicate keys raise ValueError. The returned info
+    counts tokens in all and per label (`tokens_per_label`)."""
     ordered = sorted(samples, key=lambda s: s["__key__"])
     for left, right in zip(ordered, ordered[1:]):
         if left["__key__"] == right["__key__"]:
             raise ValueError(f"duplicate sample key {left['__key__']!r}")
     tmp = path + ".tmp"
-    tokens = 0
+    labels = tokens_per_label(ordered)
     with open(tmp, "wb") as fh:
         tar = TarWriter(fh)
         for sample in ordered:
             key = check_key(sample["__key__"])
-            tokens += sample_tokens(sample)
             for ext in sorted(k for k in sample if k != "__key__"):
                 tar.add(f"{key}.{ext}", sample[ext])
         written = tar.close()
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    return ShardInfo(os.path.basename(path), len(ordered), tokens, written.size, written.sha256)
+    return ShardInfo(os.path.basename(path), len(ordered), sum(labels.values()), written.size, written.sha256,
+                     labels)
 
 
 def file_sha256(path: str) -> tuple[str, int]:

@@ -84,6 +84,15 @@ def test_encode_sample_exact():
     assert np.load(io.BytesIO(npy_bytes([], "uint16"))).shape == (0,)
 
 
+def test_encode_sample_carries_the_domain_label():
+    labeled = encode_sample({"id": "k", "dataType": "新闻"}, [1, 2], "uint16")
+    assert json.loads(labeled["json"]) == {"id": "k", "source": "", "lang": "", "tokens": 2, "dataType": "新闻"}
+    assert "新闻".encode() in labeled["json"]  # written as UTF-8, not escaped
+    for record in ({"id": "k"}, {"id": "k", "dataType": ""}, {"id": "k", "dataType": None},
+                   {"id": "k", "dataType": 3}):
+        assert "dataType" not in json.loads(encode_sample(record, [1], "uint16")["json"])
+
+
 @pytest.mark.parametrize("ids,dtype", [([65536], "uint16"), ([-1], "uint16"), ([1.5], "uint32"), ([[1]], "uint16")])
 def test_npy_bytes_rejects_ids_that_do_not_fit(ids, dtype):
     with pytest.raises(ValueError):
@@ -168,7 +177,9 @@ def test_verify_clean_directory(tmp_path, capsys):
     assert "ok: 2 shards, 12 samples" in capsys.readouterr().out
     manifest = read_manifest(str(d))
     assert [e["name"] for e in manifest["shards"]] == ["train-000000.tar", "val-000000.tar"]
-    assert set(manifest) == {"shards", "tokenizer_hash", "dtype", "seq_len", "command", "created_with"}
+    assert set(manifest) == {"shards", "tokens_per_label", "tokenizer_hash", "dtype", "seq_len", "command",
+                             "created_with"}
+    assert manifest["tokens_per_label"] == {"": sum(k % 7 for k in range(12))}  # _samples carry no label
 
 
 def test_verify_catches_flipped_byte(tmp_path):
@@ -207,6 +218,76 @@ def test_verify_catches_json_token_mismatch(tmp_path):
     assert any("json says 4 tokens, npy holds 3" in p for p in verify(str(tmp_path)))
 
 
+LABELS = ["新闻", "百科", "博客", "finance"]
+
+
+def _labeled_dir(tmp_path):
+    """Two shards of samples labeled round-robin (every fifth without a label); returns (dir, samples)."""
+    samples = [encode_sample({"id": f"d{i:03d}", "dataType": (LABELS + [""])[i % 5]}, list(range(1 + i % 9)),
+                             "uint16") for i in range(40)]
+    entries = [{**write_shard(samples[:25], str(tmp_path / shard_name("train", 0))).to_dict(), "split": "train"},
+               {**write_shard(samples[25:], str(tmp_path / shard_name("val", 0))).to_dict(), "split": "val"}]
+    write_manifest(str(tmp_path), build_manifest(entries, "h", "uint16", 8, "test"))
+    return tmp_path, samples
+
+
+def test_tokens_per_label_in_manifest_is_the_sum_over_samples(tmp_path):
+    d, samples = _labeled_dir(tmp_path)
+    manifest = read_manifest(str(d))
+    want = {}
+    for entry in manifest["shards"]:
+        got = {}
+        with tarfile.open(d / entry["name"]) as tar:  # read back with another tar reader
+            for member in tar.getmembers():
+                if member.name.endswith(".json"):
+                    meta = json.loads(tar.extractfile(member).read())
+                    got[meta.get("dataType", "")] = got.get(meta.get("dataType", ""), 0) + meta["tokens"]
+        assert entry["tokens_per_label"] == got and sum(got.values()) == entry["tokens"]
+        for label, tokens in got.items():
+            want[label] = want.get(label, 0) + tokens
+    assert manifest["tokens_per_label"] == want
+    assert want == {label: sum(1 + i % 9 for i in range(40) if (LABELS + [""])[i % 5] == label)
+                    for label in LABELS + [""]}
+    assert list(manifest["tokens_per_label"]) == sorted(want)  # deterministic order
+    assert verify(str(d)) == []
+
+
+def test_verify_catches_tokens_per_label_lies(tmp_path):
+    d, _ = _labeled_dir(tmp_path)
+    good = read_manifest(str(d))
+    bad = json.loads(json.dumps(good))  # moved 1 token between labels: totals still agree
+    bad["shards"][0]["tokens_per_label"]["新闻"] += 1
+    bad["shards"][0]["tokens_per_label"]["百科"] -= 1
+    bad["tokens_per_label"]["新闻"] += 1
+    bad["tokens_per_label"]["百科"] -= 1
+    write_manifest(str(d), bad)
+    assert [p for p in verify(str(d)) if "tokens per label" in p and "train-000000.tar" in p]
+    bad = json.loads(json.dumps(good))
+    bad["tokens_per_label"]["新闻"] += 5  # the total is not the sum over shards
+    write_manifest(str(d), bad)
+    assert any("is not the sum over its shards" in p for p in verify(str(d)))
+    bad = json.loads(json.dumps(good))
+    bad["shards"][1]["tokens_per_label"] = {"新闻": "many"}
+    write_manifest(str(d), bad)
+    assert any("is not an object of token counts" in p for p in verify(str(d)))
+    bad = json.loads(json.dumps(good))
+    bad["shards"][1]["tokens_per_label"]["新闻"] += 1  # no longer sums to the entry's tokens
+    write_manifest(str(d), bad)
+    assert any("sums to" in p for p in verify(str(d)))
+
+
+def test_old_manifest_without_tokens_per_label_still_verifies(tmp_path):
+    d, _ = _labeled_dir(tmp_path)
+    manifest = read_manifest(str(d))
+    del manifest["tokens_per_label"]
+    for entry in manifest["shards"]:
+        del entry["tokens_per_label"]
+    write_manifest(str(d), manifest)
+    assert verify(str(d)) == [] and main_verify(str(d)) == 0
+    with pytest.raises(ValueError, match="tokens_per_label"):  # new manifests are always built with it
+        build_manifest(manifest["shards"], "h", "uint16", 8, "test")
+
+
 def test_verify_without_manifest(tmp_path):
     assert main_verify(str(tmp_path)) == 1
     (tmp_path / "manifest.json").write_text("{not json")
@@ -222,11 +303,17 @@ def _write_corpus(path, n, start=0):
     with gzip.open(path, "wt", encoding="utf-8") as fh:
         for i in range(start, start + n):
             rid = hashlib.sha256(f"rec{i}".encode()).hexdigest()
-            fh.write(json.dumps({"id": rid, "content": TEXTS[i % len(TEXTS)] * (1 + i % 3), "title": "t",
-                                 "lang": "zh" if i % 2 else "en", "source": f"crawl-{i % 4}.warc.gz"},
-                                ensure_ascii=False) + "\n")
+            record = {"id": rid, "content": TEXTS[i % len(TEXTS)] * (1 + i % 3), "title": "t",
+                      "lang": "zh" if i % 2 else "en", "source": f"crawl-{i % 4}.warc.gz"}
+            if _label(i):
+                record["dataType"] = _label(i)
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         fh.write("{broken json\n")
         fh.write(json.dumps({"id": "no-content", "content": ""}) + "\n")
+
+
+def _label(i):
+    return ["新闻", "百科", "", "finance"][i % 4]
 
 
 def _tars(d):
@@ -267,6 +354,11 @@ def test_job_writes_verified_shards(first_run):
     assert len([e for e in manifest["shards"] if e["split"] == "train"]) > 1  # the size estimate split train
     expected_tokens = sum(len((TEXTS[i % 5] * (1 + i % 3)).encode()) for i in range(300))
     assert sum(e["tokens"] for e in manifest["shards"]) == expected_tokens
+    per_label = {}
+    for i in range(300):
+        per_label[_label(i)] = per_label.get(_label(i), 0) + len((TEXTS[i % 5] * (1 + i % 3)).encode())
+    assert manifest["tokens_per_label"] == per_label
+    assert all(sum(e["tokens_per_label"].values()) == e["tokens"] for e in manifest["shards"])
     for entry in manifest["shards"]:  # every record sits in the shard its id hashes to
         n = len([e for e in manifest["shards"] if e["split"] == entry["split"]])
         with tarfile.open(out / entry["name"]) as tar:
@@ -287,6 +379,15 @@ def test_job_rerun_is_byte_identical_and_skips_existing(first_run, corpus, tmp_p
     (out / manifest["shards"][0]["name"]).write_bytes(b"junk")
     _job(str(corpus / "part-*.jsonl.gz"), out)
     assert _tars(out) == before and verify(str(out)) == []
+    # a manifest from before tokens_per_label: its shards are rewritten (their json may lack dataType)
+    old = read_manifest(str(out))
+    del old["tokens_per_label"]
+    for entry in old["shards"]:
+        del entry["tokens_per_label"]
+    write_manifest(str(out), old)
+    assert _job(str(corpus / "part-*.jsonl.gz"), out) == manifest
+    assert _tars(out) == before and verify(str(out)) == []
+    assert any(os.stat(out / n).st_mtime_ns != mtimes[n] for n in before)  # rewritten, not kept
 
 
 def test_job_multiprocessing_matches_in_process(first_run, corpus, tmp_path):
