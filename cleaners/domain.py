@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from cleaners.document import Document, data_type
 from cleaners.step import Counted, Step, register
-from cleaners.topic import TopicModel, chinese_name
+from cleaners.topic import TOPIC_NAMES, TopicModel, chinese_name
 
 SOURCE_TYPES = {"百科": "encyclopedia", "新闻": "news", "博客": "blog", "论坛": "forum", "问答": "qa", "经验": "howto",
                 "文学": "literature", "政务": "government", "学术": "academic", "商品": "shopping", "社交": "social",
@@ -56,6 +56,14 @@ _TEXT_CUES = (
     ("新闻", re.compile(r"本报讯|本报记者|责任编辑|新华社|中新网|\(记者|（记者|记者\s*\S{2,4}\s*(摄|报道)"
                         r"|\d{1,2}月\d{1,2}日(电|讯)|\((Reuters|AP|AFP)\)\s*[-—]|Associated Press"), 1),
 )
+
+
+def english_name(label: str) -> str:
+    """The English name of a source type or topic label (`新闻` -> `news`, `体育` -> `sports`); others unchanged."""
+    return SOURCE_TYPES.get(label) or _TOPIC_ENGLISH.get(label, label)
+
+
+_TOPIC_ENGLISH = {chinese: english for english, chinese in TOPIC_NAMES.items()}
 
 
 @lru_cache(maxsize=1)

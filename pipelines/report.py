@@ -3,7 +3,8 @@ external URL) about a text, dialogue or image-text run.
 
 It reads only what the run already wrote, never the corpus: stats.json (the ledger and its histograms, see
 `cleaners.histogram`), rejects/ (streamed once, for duplicate cluster sizes) and a shards manifest.json.
-Sections: totals, funnel, drops by reason, lengths before/after, language mix, scores, duplicate clusters,
+Sections: totals, funnel, drops by reason, lengths before/after, language mix, domains (records per dataType, and
+tokens per label from the manifest), scores, duplicate clusters,
 tokens per split; each plot has a table of its numbers under it, and a section without data says so in one line.
 """
 from __future__ import annotations
@@ -129,15 +130,16 @@ def cluster_bucket(size: int) -> str:
     return next(label for edge, label in zip(reversed(CLUSTER_EDGES), reversed(CLUSTER_LABELS)) if size >= edge)
 
 
-def token_counts(run_dir: str, shards_dir: str | None) -> dict[str, dict[str, int]] | None:
-    """{split: {shards, samples, tokens}} from `shards_dir` (or RUN_DIR/shards) manifest.json; None without one."""
+def token_counts(run_dir: str, shards_dir: str | None) -> tuple[dict[str, dict[str, int]] | None, dict[str, int]]:
+    """{split: {shards, samples, tokens}} from `shards_dir` (or RUN_DIR/shards) manifest.json (None without one),
+    and its tokens per domain label ({} when the manifest does not count them)."""
     from shards.manifest import read_manifest
 
     manifest = read_manifest(shards_dir or FileSystems.join(run_dir, "shards"))
     if manifest is None:
         if shards_dir:
             raise ReportError(f"{shards_dir}: no readable manifest.json (not a `wudao shards` output folder)")
-        return None
+        return None, {}
     splits: dict[str, dict[str, int]] = {}
     for entry in manifest["shards"]:
         if not (isinstance(entry, dict) and _ints(entry, "samples", "tokens")):
@@ -146,7 +148,9 @@ def token_counts(run_dir: str, shards_dir: str | None) -> dict[str, dict[str, in
         split["shards"] += 1
         split["samples"] += entry["samples"]
         split["tokens"] += entry["tokens"]
-    return dict(sorted(splits.items()))
+    labels = manifest.get("tokens_per_label")
+    labels = labels if isinstance(labels, dict) and _ints(labels) else {}
+    return dict(sorted(splits.items())), labels
 
 
 # --- sections ------------------------------------------------------------------------------------------------------
@@ -222,6 +226,22 @@ def languages_section(histograms: dict[str, Any]) -> Section:
                    "Kept records per language")
 
 
+def domains_section(histograms: dict[str, Any], labels: dict[str, int] | None) -> Section:
+    """Kept records per WuDao `dataType` (stats.json), and tokens per label when a shards manifest counts them.
+    The plot names labels in English (the default font has no Chinese glyphs); the table keeps them as written."""
+    from cleaners.domain import english_name
+
+    kinds = histograms.get("write", {}).get("dataType")
+    if not kinds:
+        return Section("domains", "Domains (dataType)", empty="stats.json has no dataType counts of the kept records.")
+    total = sum(kinds.values())
+    header = ["dataType", "records", "share"] + (["tokens in shards"] if labels else [])
+    rows = [[kind, n, f"{n / total:.1%}"] + ([labels.get(kind, 0)] if labels else []) for kind, n in kinds.items()]
+    image = bar_chart([english_name(kind) for kind in kinds], {"records": list(kinds.values())},
+                      "Kept records by dataType", "records", "dataType")
+    return Section("domains", "Domains (dataType)", header, rows, image, "Kept records per WuDao domain label")
+
+
 def scores_section(histograms: dict[str, Any]) -> Section:
     scores = {name.split(":", 1)[1]: hist for name, hist in histograms.get("write", {}).items()
               if name.startswith("score:") and hist}
@@ -268,10 +288,11 @@ def tokens_section(splits: dict[str, dict[str, int]] | None) -> Section:
 
 
 def build_sections(stats: dict[str, Any], clusters: dict[str, dict[int, int]], bad_lines: int,
-                   splits: dict[str, dict[str, int]] | None) -> list[Section]:
+                   splits: dict[str, dict[str, int]] | None, labels: dict[str, int] | None = None) -> list[Section]:
     histograms = stats.get("histograms") or {}
     return [totals_section(stats), funnel_section(stats), drops_section(stats), lengths_section(histograms),
-            languages_section(histograms), scores_section(histograms), duplicates_section(clusters, bad_lines),
+            languages_section(histograms), domains_section(histograms, labels), scores_section(histograms),
+            duplicates_section(clusters, bad_lines),
             tokens_section(splits)]
 
 
@@ -323,9 +344,9 @@ def render_html(run_dir: str, sections: list[Section]) -> str:
 def write_report(run_dir: str, shards_dir: str | None = None) -> str:
     """Write RUN_DIR/report.html (atomically: temporary name, then rename) and return its path."""
     stats = load_stats(run_dir)
-    splits = token_counts(run_dir, shards_dir)
+    splits, labels = token_counts(run_dir, shards_dir)
     clusters, bad_lines = duplicate_clusters(run_dir)
-    page = render_html(run_dir, build_sections(stats, clusters, bad_lines, splits))
+    page = render_html(run_dir, build_sections(stats, clusters, bad_lines, splits, labels))
     final = FileSystems.join(run_dir, REPORT)
     tmp = final + ".tmp"
     with FileSystems.create(tmp) as fh:

@@ -78,7 +78,7 @@ WRITE_STAGE = "write"
 def count_written(record: dict[str, Any]) -> dict[str, int]:
     """The `write` stage's ledger counts for one kept record, with the "after" histograms (`cleaners.histogram`):
     `chars` of its text (`content`, `text`, dialogue `turns` joined by newlines, or an image's `caption`), `lang`,
-    and `score:<name>` for each entry of its `scores`."""
+    its WuDao domain label `dataType`, and `score:<name>` for each entry of its `scores`."""
     from cleaners import histogram as h
 
     def hist(name: str, bucket: str) -> str:
@@ -88,7 +88,8 @@ def count_written(record: dict[str, Any]) -> dict[str, int]:
     if text is None and isinstance(record.get("turns"), list):
         text = "\n".join(str(turn) for turn in record["turns"])
     counts = {**ledger.kept_counts(WRITE_STAGE), hist("chars", h.chars_bucket(len(text or ""))): 1,
-              hist("lang", h.category_bucket(record.get("lang"))): 1}
+              hist("lang", h.category_bucket(record.get("lang"))): 1,
+              hist("dataType", h.category_bucket(record.get("dataType"))): 1}
     scores = record.get("scores")
     for name, value in (scores.items() if isinstance(scores, dict) else ()):
         bucket = h.score_bucket(value)

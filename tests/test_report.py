@@ -22,7 +22,7 @@ from pipelines.run import run_text, sample_inputs
 from pipelines.ledger import build_stats, dumps
 from pipelines.report import TOP_REASONS, cluster_bucket, duplicate_clusters, write_report
 
-PLOTTED = ["funnel", "drops", "lengths", "languages", "scores", "duplicates", "tokens"]
+PLOTTED = ["funnel", "drops", "lengths", "languages", "domains", "scores", "duplicates", "tokens"]
 
 
 # --- a real run of the text pipeline on the embedded sample, with shards ---------------------------------------------
@@ -117,14 +117,16 @@ def test_bucket_edges():
 
 @pytest.mark.slow
 def test_write_histograms_equal_a_recount_of_the_corpus(run):
-    chars, langs, scores = Counter(), Counter(), {}
+    chars, langs, kinds, scores = Counter(), Counter(), Counter(), {}
     for record in run.corpus:
         chars[chars_bucket(len(record["content"]))] += 1
         langs[category_bucket(record["lang"])] += 1
+        kinds[category_bucket(record["dataType"])] += 1
         for name, value in record["scores"].items():
             scores.setdefault(f"score:{name}", Counter())[score_bucket(value)] += 1
     written = run.stats["histograms"]["write"]
-    assert written == {"chars": dict(chars), "lang": dict(langs), **{k: dict(v) for k, v in scores.items()}}
+    assert written == {"chars": dict(chars), "lang": dict(langs), "dataType": dict(kinds),
+                       **{k: dict(v) for k, v in scores.items()}}
     assert list(written["chars"]) == [label for label in CHAR_LABELS if label in chars]  # stable bucket order
     kept = run.stats["totals"]["kept"]
     assert sum(written["chars"].values()) == sum(written["lang"].values()) == kept == len(run.corpus) > 0
@@ -194,6 +196,11 @@ def test_histogram_tables_match_stats(run):
     kept = run.stats["totals"]["kept"]
     assert sections["languages"]["rows"] == [[lang, n, f"{n / kept:.1%}"] for lang, n in hist["write"]["lang"].items()]
     assert sections["scores"]["header"] == ["score", "lang"]
+    kinds = hist["write"]["dataType"]                      # records per dataType, and tokens per label in shards
+    assert sections["domains"]["header"] == ["dataType", "records", "share", "tokens in shards"]
+    assert sections["domains"]["rows"] == [[kind, n, f"{n / kept:.1%}", run.manifest["tokens_per_label"].get(kind, 0)]
+                                           for kind, n in kinds.items()]
+    assert sum(row[3] for row in sections["domains"]["rows"]) == sum(run.manifest["tokens_per_label"].values()) > 0
     assert {row[0]: row[1] for row in sections["scores"]["rows"] if row[1]} == hist["write"]["score:lang"]
 
 
@@ -260,7 +267,7 @@ def test_sections_without_data_say_so_in_one_line(tmp_path):
                         ["read", "write"])
     sections = parse_report(Path(write_report(run_dir)).read_text(encoding="utf-8"))
     assert len(sections["funnel"]["imgs"]) == 1
-    for name in ("drops", "lengths", "languages", "scores", "duplicates", "tokens"):
+    for name in ("drops", "lengths", "languages", "domains", "scores", "duplicates", "tokens"):
         assert sections[name]["imgs"] == [] and sections[name]["rows"] == [], name
         assert sections[name]["empty"].strip() and "\n" not in sections[name]["empty"].strip(), name
 

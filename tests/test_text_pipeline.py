@@ -116,6 +116,9 @@ def test_damage_is_counted_and_records_before_it_kept(sample_run):
 
 
 def test_records_are_in_wudao_schema_with_stable_ids(sample_run):
+    from cleaners.topic import TOPIC_NAMES, TopicModel
+
+    topics = TopicModel()
     _, corpus, _ = sample_run
     assert len({r["id"] for r in corpus}) == len(corpus)
     own_labels = {}                                         # the embedded JSONL corpus carries its own dataType
@@ -130,7 +133,14 @@ def test_records_are_in_wudao_schema_with_stable_ids(sample_run):
     for record in corpus:
         assert not [k for k in record if k.startswith("_")]  # private fields are never written
         found = source_type(record["url"], record["content"])
-        assert record["domain"] == {"source_type": found}
+        domain = record["domain"]
+        assert domain["source_type"] == found
+        if record["lang"] == "zh":                           # the bundled topic model labels Chinese
+            assert domain["topic"] in topics.labels and 0 < domain["topic_score"] <= 1   # (judged before line dedup)
+        else:
+            assert set(domain) == {"source_type"}
+        if found == "其他" and domain.get("topic_score", 0) >= 0.8:
+            found = TOPIC_NAMES[domain["topic"]]             # no kind of page: the topic names the domain
         own = own_labels.get(record["source_id"]) if record["source"].endswith("pages.jsonl.gz") else None
         assert record["dataType"] == (own or found)          # the input's label is never overwritten
         assert record["uniqueKey"] == stable_hash(record["content"])
