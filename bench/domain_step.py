@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     median = {name: statistics.median(values) for name, values in times.items()}
     per_doc_rest = median["rest of the recipe"] / len(docs)
     lines = [f"# `domain` step cost (`python bench/domain_step.py --repeat {args.repeat}`)", "",
-             f"{len(pages)} real pages in, {len(docs)} documents reach the domain step; wall time of one process (extraction runs in its child process), "
-             f"median of {args.repeat} interleaved rounds.", "",
+             f"{len(pages)} real pages in, {len(docs)} documents reach the domain step; wall time of one process "
+             f"(extraction runs in its child process), median of {args.repeat} interleaved rounds.", "",
              "| work | ms per document | documents/s per core | share of the recipe's time per document |",
              "|---|---|---|---|"]
     lines.append(f"| rest of the recipe (extract ... quality) | {per_doc_rest * 1e3:.2f} | {1 / per_doc_rest:,.0f} | |")
