@@ -100,39 +100,43 @@ def predict_top(model: Any, line: str) -> tuple[str, float]:
     return label, float(min(probs[0], 1.0))
 
 
-def train_supervised(train_file: str, seed: int, attempts: int = 3, **params: Any) -> Any:
-    """Train a supervised fastText model, surviving its sporadic "Encountered NaN.".
+def train_supervised(train_file: str, seed: int, attempts: int = 3, quantize: dict[str, Any] | None = None,
+                     **params: Any) -> Any:
+    """Train a supervised fastText model in a fresh `spawn`ed process and load it here; with `quantize`
+    (`Model.quantize` arguments), quantized there too.
 
-    The fastText build sometimes raises it inside a long-lived process (it depends on the process's heap,
-    not on the data: the same call in a fresh process succeeds). So a failure is retried in a fresh
-    `spawn`ed process; data that fails there too is degenerate and raises a clear ValueError.
+    The fastText build reads memory it never initialised: in a process that has trained before, the same file,
+    seed and settings can give other bytes, or fail with "Encountered NaN.". A fresh process gives the same bytes
+    every time (single thread, fixed seed), so training always runs in one; a NaN there is retried (same seed)
+    and data that keeps failing raises a clear ValueError.
     """
-    import fasttext
-
-    try:
-        return fasttext.train_supervised(input=train_file, seed=seed, **params)
-    except RuntimeError as exc:
-        error: Exception = exc
     import multiprocessing
 
+    import fasttext
+
     context = multiprocessing.get_context("spawn")
+    error = "no attempt"
     with tempfile.TemporaryDirectory() as tmp:
-        for attempt in range(attempts):
-            path = os.path.join(tmp, f"model{attempt}.bin")
+        path = os.path.join(tmp, "model.bin")
+        for _ in range(attempts):
             with context.Pool(1) as pool:
-                message = pool.apply(_train_to_file, (train_file, path, seed + attempt, params))
+                message = pool.apply(_train_to_file, (train_file, path, seed, params, quantize))
             if message is None:
                 return fasttext.load_model(path)
-            error = RuntimeError(message)
+            error = message
     raise ValueError(f"fastText training failed ({error}); use more, and more varied, texts or a lower lr")
 
 
-def _train_to_file(train_file: str, path: str, seed: int, params: dict[str, Any]) -> str | None:
-    """Child-process side of `train_supervised`: train, save, and return None or the error message."""
+def _train_to_file(train_file: str, path: str, seed: int, params: dict[str, Any],
+                   quantize: dict[str, Any] | None) -> str | None:
+    """Child-process side of `train_supervised`: train (and quantize), save, and return None or the error."""
     import fasttext
 
     try:
-        fasttext.train_supervised(input=train_file, seed=seed, **params).save_model(path)
+        model = fasttext.train_supervised(input=train_file, seed=seed, **params)
+        if quantize is not None:
+            model.quantize(input=train_file, **quantize)
+        model.save_model(path)
         return None
     except RuntimeError as exc:
         return str(exc)

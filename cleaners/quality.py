@@ -98,9 +98,8 @@ def train_quality(positive_paths: list[str], negative_paths: list[str], output_p
                 if line:
                     fh.write(f"{LABEL_PREFIX}{label} {line}\n")
         model = train_supervised(train_file, seed, epoch=epoch, lr=lr, dim=dim, wordNgrams=word_ngrams,
-                                    minCount=min_count, bucket=bucket, loss="softmax", thread=1, verbose=0)
-        if quantize:
-            model.quantize(input=train_file, qnorm=True, retrain=False)
+                                 minCount=min_count, bucket=bucket, loss="softmax", thread=1, verbose=0,
+                                 quantize=dict(qnorm=True, retrain=False) if quantize else None)
     partial = output_path + ".partial"
     model.save_model(partial)
     os.replace(partial, output_path)

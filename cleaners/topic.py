@@ -101,9 +101,8 @@ def train_topic(pairs: list[tuple[str, str]], output_path: str, *, seed: int = 0
                 if line:
                     fh.write(f"{LABEL_PREFIX}{label} {line}\n")
                     counts[label] += 1
-        model = train_supervised(train_file, seed, **settings)
-        if quantize:
-            model.quantize(input=train_file, qnorm=True, retrain=False, cutoff=100_000)
+        model = train_supervised(train_file, seed, **settings,
+                                 quantize=dict(qnorm=True, retrain=False, cutoff=100_000) if quantize else None)
         partial = output_path + ".partial"
         model.save_model(partial)
     os.replace(partial, output_path)

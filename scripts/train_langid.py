@@ -34,6 +34,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from cleaners.document import stable_hash  # noqa: E402
+from cleaners.fasttext_text import train_supervised  # noqa: E402
 from cleaners.language import lid_line  # noqa: E402
 
 SEED = 20240601
@@ -299,8 +300,6 @@ def training_set(examples: list[Example], seed: int = SEED) -> list[Example]:
 
 def train(samples: str | Path, output: str | Path, seed: int = SEED) -> dict[str, tuple[int, float]]:
     """Train, quantize and write the model; returns {label: (held-out count, accuracy)}."""
-    import fasttext
-
     examples = build_examples(samples, seed)
     train_examples = training_set(examples, seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -308,8 +307,7 @@ def train(samples: str | Path, output: str | Path, seed: int = SEED) -> dict[str
         with open(train_file, "w", encoding="utf-8") as fh:
             for e in train_examples:
                 fh.write(f"__label__{e.label} {lid_line(e.text)}\n")
-        model = fasttext.train_supervised(input=train_file, **{**HYPERPARAMS, "seed": seed})
-        model.quantize(input=train_file, **QUANTIZE)
+        model = train_supervised(train_file, **{**HYPERPARAMS, "seed": seed}, quantize=QUANTIZE)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")

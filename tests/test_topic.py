@@ -37,8 +37,10 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 
 # A separable toy corpus: the words decide the label.
-TOY = ([(f"{w} 比赛 进球 球队 第{i}轮", "sports") for i, w in enumerate(["足球", "篮球", "排球"] * 20)]
-       + [(f"{w} 股价 上涨 涨停 第{i}天", "stocks") for i, w in enumerate(["沪指", "深成指", "创业板"] * 20)])
+_SPORTS = "足球 篮球 排球 网球 比赛 进球 球队 联赛 冠军 教练 球员 赛季 主场 客场".split()
+_STOCKS = "沪指 深成指 创业板 股价 上涨 下跌 涨停 跌停 成交 板块 个股 券商 基金 市值".split()
+TOY = [(" ".join(words[(i * 3 + k * 5) % len(words)] for k in range(5)), label)
+       for words, label in ((_SPORTS, "sports"), (_STOCKS, "stocks")) for i in range(60)]
 
 
 def test_bundled_model_labels_and_chinese_names():
