@@ -151,3 +151,19 @@ def test_domain_step_with_a_users_model(tmp_path):
     for bad in ({"min_topic_score": 2}, {"topic_languages": "zh"}):
         with pytest.raises(ValueError):
             build_step("domain", bad)
+
+
+@pytest.mark.slow
+def test_script_rebuilds_the_bundled_model_byte_for_byte(tmp_path, capsys):
+    """`scripts/train_topic.py` from the data in the repository gives the committed bytes (about 20 s)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_topic", REPO / "scripts" / "train_topic.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    output = tmp_path / "topic.bin"
+    assert script.main(["--output", str(output), "--samples", str(tmp_path / "no-samples")]) == 0
+    assert output.read_bytes() == (REPO / "cleaners" / "data" / "topic" / "topic.bin").read_bytes()
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["held_out"]) == {"sib200_zho_hans", "sib200_eng", "csl_titles"}   # THUCNews's is in ../shared
+    assert report["trained"]["finance"] == 3311 and len(report["trained"]) == 16
