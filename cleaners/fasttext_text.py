@@ -1,7 +1,7 @@
-"""Text preprocessing and model loading shared by every fastText model in the project.
+"""Text preprocessing, training and model loading shared by every fastText model in the project.
 
-Language ID (`cleaners.language`) and the quality classifier (`cleaners.quality`) train and predict on
-the same normalised line, made by `fasttext_line`:
+Language ID (`cleaners.language`), the quality classifier (`cleaners.quality`) and the topic classifier
+(`cleaners.topic`) train and predict on the same normalised line, made by `fasttext_line`:
 
 - only the first `max_chars` characters are used (2000 by default: CCNet / lid.176 reach their verdict on
   far less text, and it bounds the cost per document on billion-page crawls);
@@ -14,11 +14,13 @@ All of it is two C-backed regex passes, no per-character Python loop.
 """
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import re
 import tempfile
 import threading
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from cleaners.han import HAN_RANGES
 
@@ -60,6 +62,24 @@ def has_letters(text: str) -> bool:
     return _LETTER.search(text) is not None
 
 
+# ----------------------------------------------------------------------------------------- training data
+
+
+def jsonl_objects(path: str) -> Iterator[dict[str, Any] | None]:
+    """Each non-blank line of a JSONL / JSONL.gz file of training examples as a dict, or None for a line that is
+    not a JSON object (the callers count those). A missing file raises FileNotFoundError."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            yield record if isinstance(record, dict) else None
+
+
 # ---------------------------------------------------------------------------------------------- models
 
 _MODELS: dict[str, Any] = {}
@@ -98,6 +118,30 @@ def predict_top(model: Any, line: str) -> tuple[str, float]:
     if label.startswith(LABEL_PREFIX):
         label = label[len(LABEL_PREFIX):]
     return label, float(min(probs[0], 1.0))
+
+
+def train_classifier(examples: Iterable[tuple[str, str]], output_path: str, seed: int, *,
+                     max_chars: int = DEFAULT_MAX_CHARS, quantize: dict[str, Any] | None = None,
+                     **params: Any) -> tuple[Any, dict[str, int]]:
+    """Train a supervised model on (label, text) examples, in their order, and write it to `output_path`
+    atomically (temporary name, then rename). Returns the model and the lines trained on per label (text that
+    normalises to nothing is left out)."""
+    counts: dict[str, int] = {}
+    output_path = str(output_path)
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        train_file = os.path.join(tmp, "train.txt")
+        with open(train_file, "w", encoding="utf-8") as fh:
+            for label, text in examples:
+                line = fasttext_line(text, max_chars)
+                if line:
+                    fh.write(f"{LABEL_PREFIX}{label} {line}\n")
+                    counts[label] = counts.get(label, 0) + 1
+        model = train_supervised(train_file, seed, quantize=quantize, **params)
+    partial = output_path + ".partial"
+    model.save_model(partial)
+    os.replace(partial, output_path)
+    return model, dict(sorted(counts.items()))
 
 
 def train_supervised(train_file: str, seed: int, attempts: int = 3, quantize: dict[str, Any] | None = None,

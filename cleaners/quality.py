@@ -11,17 +11,14 @@ fastText quality filter (Li et al. 2024). `min_score` 0.5 is the classifier's ow
 """
 from __future__ import annotations
 
-import gzip
-import json
 import math
-import os
-import tempfile
 from typing import Any, Iterable
 
 import numpy as np
 
 from cleaners.document import Document, stable_hash
-from cleaners.fasttext_text import DEFAULT_MAX_CHARS, LABEL_PREFIX, fasttext_line, load_model, train_supervised
+from cleaners.fasttext_text import (DEFAULT_MAX_CHARS, LABEL_PREFIX, fasttext_line, jsonl_objects, load_model,
+                                    train_classifier)
 from cleaners.step import Step, register
 
 HQ, LQ = "hq", "lq"
@@ -36,23 +33,12 @@ def read_texts(paths: Iterable[str]) -> tuple[list[str], int]:
     texts: list[str] = []
     skipped = 0
     for path in paths:
-        opener = gzip.open if str(path).endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    skipped += 1
-                    continue
-                text = None
-                if isinstance(record, dict):
-                    text = record.get("text") or record.get("content")
-                if isinstance(text, str) and text.strip():
-                    texts.append(text)
-                else:
-                    skipped += 1
+        for record in jsonl_objects(path):
+            text = record.get("text") or record.get("content") if record is not None else None
+            if isinstance(text, str) and text.strip():
+                texts.append(text)
+            else:
+                skipped += 1
     return texts, skipped
 
 
@@ -85,28 +71,15 @@ def train_quality(positive_paths: list[str], negative_paths: list[str], output_p
             side = "positive" if label == HQ else "negative"
             raise ValueError(f"no {side} training texts (read {len(positives)} positive, {len(negatives)} negative)")
 
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(train))
-    output_path = str(output_path)
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        train_file = os.path.join(tmp, "train.txt")
-        with open(train_file, "w", encoding="utf-8") as fh:
-            for i in order:
-                label, text = train[i]
-                line = fasttext_line(text, max_chars)
-                if line:
-                    fh.write(f"{LABEL_PREFIX}{label} {line}\n")
-        model = train_supervised(train_file, seed, epoch=epoch, lr=lr, dim=dim, wordNgrams=word_ngrams,
-                                 minCount=min_count, bucket=bucket, loss="softmax", thread=1, verbose=0,
-                                 quantize=dict(qnorm=True, retrain=False) if quantize else None)
-    partial = output_path + ".partial"
-    model.save_model(partial)
-    os.replace(partial, output_path)
+    order = np.random.default_rng(seed).permutation(len(train))
+    model, _ = train_classifier((train[i] for i in order), output_path, seed, max_chars=max_chars,
+                                quantize=dict(qnorm=True, retrain=False) if quantize else None, epoch=epoch,
+                                lr=lr, dim=dim, wordNgrams=word_ngrams, minCount=min_count, bucket=bucket,
+                                loss="softmax", thread=1, verbose=0)
 
     metrics = _metrics(model, held, max_chars)
     metrics.update(n_train=len(train), n_positive=len(positives), n_negative=len(negatives),
-                   skipped_records=skipped_pos + skipped_neg, output=output_path)
+                   skipped_records=skipped_pos + skipped_neg, output=str(output_path))
     return metrics
 
 

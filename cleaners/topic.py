@@ -10,18 +10,14 @@ character a token), so fastText's word bigrams act as character bigrams over Chi
 """
 from __future__ import annotations
 
-import gzip
-import json
-import os
-import tempfile
 from collections import Counter
 from importlib import resources
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from cleaners.fasttext_text import (DEFAULT_MAX_CHARS, LABEL_PREFIX, fasttext_line, load_model,
-                                    train_supervised)
+from cleaners.fasttext_text import (DEFAULT_MAX_CHARS, LABEL_PREFIX, fasttext_line, jsonl_objects, load_model,
+                                    train_classifier)
 
 TOPIC_NAMES = {"finance": "财经", "realty": "房产", "stocks": "股票", "education": "教育", "science": "科技",
                "society": "社会", "politics": "时政", "sports": "体育", "game": "游戏",
@@ -52,23 +48,13 @@ def read_labeled(path: str) -> tuple[list[tuple[str, str]], int]:
     lines were skipped (not JSON, not an object, empty text or label, or a label with whitespace)."""
     pairs: list[tuple[str, str]] = []
     skipped = 0
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                skipped += 1
-                continue
-            text = record.get("text") if isinstance(record, dict) else None
-            label = record.get("label") if isinstance(record, dict) else None
-            if (isinstance(text, str) and text.strip() and isinstance(label, str) and label
-                    and not any(c.isspace() for c in label)):
-                pairs.append((text, label))
-            else:
-                skipped += 1
+    for record in jsonl_objects(path):
+        text, label = (record.get("text"), record.get("label")) if record is not None else (None, None)
+        if (isinstance(text, str) and text.strip() and isinstance(label, str) and label
+                and not any(c.isspace() for c in label)):
+            pairs.append((text, label))
+        else:
+            skipped += 1
     return pairs, skipped
 
 
@@ -89,24 +75,10 @@ def train_topic(pairs: list[tuple[str, str]], output_path: str, *, seed: int = 0
     settings = dict(TRAIN_PARAMS, **params)
     pairs = sorted(pairs, key=lambda pair: (pair[1], pair[0]))
     order = np.random.default_rng(seed).permutation(len(pairs))
-    counts: Counter = Counter()
-    output_path = str(output_path)
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        train_file = os.path.join(tmp, "train.txt")
-        with open(train_file, "w", encoding="utf-8") as fh:
-            for i in order:
-                text, label = pairs[i]
-                line = fasttext_line(text, max_chars)
-                if line:
-                    fh.write(f"{LABEL_PREFIX}{label} {line}\n")
-                    counts[label] += 1
-        model = train_supervised(train_file, seed, **settings,
+    _, counts = train_classifier(((pairs[i][1], pairs[i][0]) for i in order), output_path, seed,
+                                 max_chars=max_chars, **settings,
                                  quantize=dict(qnorm=True, retrain=False, cutoff=100_000) if quantize else None)
-        partial = output_path + ".partial"
-        model.save_model(partial)
-    os.replace(partial, output_path)
-    return dict(sorted(counts.items()))
+    return counts
 
 
 # -------------------------------------------------------------------------------------- predicting
