@@ -38,6 +38,7 @@ from trafilatura.utils import HTML_PARSER, decode_file, load_html
 from cleaners.charset import decode_html
 from cleaners.document import Document, RawPage, stable_hash
 from cleaners.html_depth import flatten_deep_html
+from cleaners.posts import find_posts
 
 #: trafilatura settings chosen by the benchmark (see module docstring).
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -45,7 +46,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "include_comments": False,
     "include_tables": True,
     "fast": False,
+    "threads": True,          # ours, not trafilatura's: every post of a forum / Q&A / comment page (cleaners.posts)
 }
+_OURS = frozenset({"threads"})
 _OPTION_NAMES = frozenset({*DEFAULT_OPTIONS, "favor_recall", "include_links", "include_formatting"})
 
 REASON_TOO_LARGE = "extract-too-large"
@@ -64,10 +67,13 @@ class UnparsableHTML(ValueError):
 
 @dataclass
 class ExtractResult:
-    """What extraction keeps of a page: its title and its main text, paragraphs separated by "\\n"."""
+    """What extraction keeps of a page: its title and its main text, paragraphs separated by "\\n", and the
+    path that found the text: `precision` (trafilatura with the options), `recall` (precision mode found
+    nothing: trafilatura again with `favor_recall`) or `thread:<engine>` (posts added, `cleaners.posts`)."""
 
     title: str
     text: str
+    path: str = "precision"
 
 
 def extract_html(html: bytes | str, url: str | None = None, **options: Any) -> ExtractResult | None:
@@ -82,17 +88,22 @@ def extract_html(html: bytes | str, url: str | None = None, **options: Any) -> E
     Raises `UnparsableHTML` for a page lxml cannot read (see `parse_html`).
     """
     settings = {**DEFAULT_OPTIONS, **options}
+    threads = settings.pop("threads")
     if not html or html.isspace():
         return None
     tree, cut_short = parse_html(html)
     if tree is None:
         raise UnparsableHTML("lxml built no tree")
-    document = bare_extraction(tree, url=url, **settings)
-    text = ""
-    if document is not None:
-        text = (document.text or "").strip()
-        if settings["include_comments"] and document.comments:
-            text = f"{text}\n{document.comments.strip()}".strip()  # as trafilatura.extract joins them
+    text, path = _trafilatura_text(tree, url, settings), "precision"
+    if not text and settings["favor_precision"]:   # precision mode lost the page: never keep nothing for that
+        text, path = _trafilatura_text(tree, url, {**settings, "favor_precision": False, "favor_recall": True}), \
+            "recall"
+    thread = find_posts(tree, url) if threads else None
+    if thread:                  # a known engine's posts are the page; a generic group adds to trafilatura's text
+        engine, posts = thread
+        merged = _with_posts("" if engine != "generic" else text, posts)
+        if merged and merged != text:
+            text, path = merged, f"thread:{engine}"
     if not text:
         if cut_short:  # part of the page was never read: "no main text" would be a guess
             raise UnparsableHTML("parse cut short by a libxml2 limit")
@@ -102,7 +113,35 @@ def extract_html(html: bytes | str, url: str | None = None, **options: Any) -> E
     first_line, _, rest = text.partition("\n")
     if title and rest.strip() and first_line.strip() == title:
         text = rest.strip()  # the WuDao schema keeps the title in its own field, not again as line one
-    return ExtractResult(title=title, text=text)
+    return ExtractResult(title=title, text=text, path=path)
+
+
+def _trafilatura_text(tree: HtmlElement, url: str | None, settings: dict[str, Any]) -> str:
+    """trafilatura's main text of the parsed page (it works on a copy of the tree), comments appended when
+    `include_comments` is set, as `trafilatura.extract` joins them."""
+    document = bare_extraction(tree, url=url, **settings)
+    if document is None:
+        return ""
+    text = (document.text or "").strip()
+    if settings["include_comments"] and document.comments:
+        text = f"{text}\n{document.comments.strip()}".strip()
+    return text
+
+
+def _with_posts(text: str, posts: list[list[str]]) -> str:
+    """`text`, then every post line it does not already hold (each line once), in the thread's order."""
+    seen = {_key(line) for line in text.split("\n")}
+    added = []
+    for line in (line for post in posts for line in post):
+        key = _key(line)
+        if key and key not in seen:
+            seen.add(key)
+            added.append(line)
+    return "\n".join(part for part in (text, *added) if part).strip()
+
+
+def _key(line: str) -> str:
+    return "".join(line.split()).lower()
 
 
 def parse_html(html: bytes | str) -> tuple[HtmlElement | None, bool]:
@@ -130,7 +169,7 @@ ExtractFunction = Callable[..., "ExtractResult | None"]
 
 
 def _serve(conn: Any, extract_fn: ExtractFunction, options: dict[str, Any]) -> None:
-    """Child process loop: ("ready", None) once, then (html, url) in, ("ok", (title, text) | None)
+    """Child process loop: ("ready", None) once, then (html, url) in, ("ok", (title, text, path) | None)
     or ("error", name) out."""
     try:
         conn.send(("ready", None))
@@ -143,7 +182,7 @@ def _serve(conn: Any, extract_fn: ExtractFunction, options: dict[str, Any]) -> N
             return
         try:
             result = extract_fn(html, url, **options)
-            reply = ("ok", None if result is None else (result.title, result.text))
+            reply = ("ok", None if result is None else (result.title, result.text, result.path))
         except Exception as exc:  # noqa: BLE001 - the reason names the exception, the run goes on
             reply = ("error", type(exc).__name__)
         try:
@@ -288,6 +327,7 @@ class PageExtractor:
             if result is None:
                 return REASON_EMPTY
             title, text = result.title or raw.title, result.text
+            meta["extract_path"] = result.path
         else:
             return REASON_EMPTY
         if len(text.strip()) < max(self.min_text_chars, 1):

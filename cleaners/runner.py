@@ -140,11 +140,14 @@ class ExtractStep(Step):
             teardown()
 
     def apply(self, raw: RawPage) -> Counted:
-        """The document, or the reason; the `chars` histogram of the extracted text ("before" the steps)."""
+        """The document, or the reason; the `chars` histogram of the extracted text ("before" the steps) and the
+        extraction path it took (`path:precision`, `path:recall`, `path:thread:<engine>`; see ExtractResult)."""
         doc = self.extractor.process(raw)
         if isinstance(doc, str):
             return Counted(doc)
-        return Counted(doc, hists={"chars": chars_bucket(len(doc.text))})
+        path = doc.meta.pop("extract_path", None)
+        return Counted(doc, counts={f"path:{path}": 1} if path else {},
+                       hists={"chars": chars_bucket(len(doc.text))})
 
 
 class RecipeRunner:

@@ -1,0 +1,146 @@
+"""Posts of forum, Q&A and comment pages: the repeated containers that hold each post's body.
+
+Article extractors keep one main block and lose the rest of a thread (trafilatura's `favor_precision` keeps
+the first post of a Discuz thread, one zhihu answer, no Weibo comment). `find_posts(tree, url)` finds the
+post bodies in document order:
+
+1. the post-body containers of well-known engines and sites (`ENGINES`: Discuz `t_f` / `postmessage_*`, phpBB,
+   vBulletin `post_message_*`, XenForo `bbWrapper`, Discourse `cooked`, Stack Exchange `s-prose` / `post-text`,
+   Homeland / ruby-china `markdown` replies; on their own hosts: Reddit, zhihu `RichText`, tieba
+   `d_post_content`, douban `comment-content`, Weibo comments), when at least `MIN_POSTS` hold text;
+2. else, on a page whose URL names a forum, Q&A or social site (`cleaners.domain.source_type`), the largest group
+   of elements sharing a tag and class, not nested in each other, each with text that is not mostly links.
+
+`post_lines(element)` is a post's text, one line per block, without quoted earlier posts, signatures, vote
+counts and reply chrome (`CHROME`).
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from urllib.parse import urlsplit
+
+from lxml.html import HtmlElement
+
+MIN_POSTS = 2
+MIN_POST_CHARS = 2          # a post of one or two characters ("顶", "+1") is still a post
+MAX_LINK_SHARE = 0.5        # a "post" that is mostly link text is navigation
+GENERIC_MIN_POSTS = 3
+
+# (engine, host it is limited to or "" for any host, XPath of the post bodies). Class names that news sites use
+# for their comment sections too (`comment-content`, `md`, `text`) are limited to their site: article pages keep
+# their comments out.
+ENGINES: tuple[tuple[str, str, str], ...] = (
+    ("discuz", "", "//td[contains(concat(' ', @class, ' '), ' t_f ')] | //*[starts-with(@id, 'postmessage_')]"),
+    ("vbulletin", "", "//*[starts-with(@id, 'post_message_')] | //blockquote[contains(@class, 'postcontent')]"),
+    ("phpbb", "", "//div[contains(concat(' ', @class, ' '), ' postbody ')]//div[@class='content']"),
+    ("xenforo", "", "//article[contains(@class, 'message')]//div[contains(@class, 'bbWrapper')]"),
+    ("discourse", "", "//div[contains(concat(' ', @class, ' '), ' cooked ')]"),
+    ("stackexchange", "", "//div[contains(concat(' ', @class, ' '), ' s-prose ')][ancestor::*["
+                          "contains(@class, 'postcell') or contains(@class, 'answercell')]]"
+                          " | //div[@class='post-text']"),
+    ("reddit", "reddit.com", "//div[contains(@class, 'usertext-body')]/div[@class='md'] | //*[@slot='comment']"
+                             " | //*[@slot='text-body']"),
+    ("zhihu", "zhihu.com", "//span[contains(concat(' ', @class, ' '), ' RichText ')]"),
+    ("tieba", "tieba.baidu.com", "//div[contains(concat(' ', @class, ' '), ' d_post_content ')]"),
+    ("douban", "douban.com", "//*[contains(concat(' ', @class, ' '), ' comment-content ')]"
+                             " | //div[@class='review-content'] | //div[contains(@class, 'reply-content')]"),
+    ("weibo", "weibo.com", "//*[contains(@class, 'detail_wbtext')] | //div[contains(@class, 'wbpro-list')]"
+                           "//div[@class='text']"),
+    ("homeland", "", "//div[contains(@class, 'topic-detail')]//div[contains(@class, 'markdown')]"
+                     " | //div[contains(concat(' ', @class, ' '), ' reply ')]//div[contains(@class, 'markdown')]"),
+)
+
+CHROME = ("self::blockquote or self::script or self::style or self::button or self::noscript or self::form"
+          " or contains(@class, 'quote') or contains(@class, 'signature') or contains(@class, 'sign')"
+          " or contains(@class, 'pstl') or contains(@class, 'vote') or contains(@class, 'reply-btn')"
+          " or contains(@class, 'edited') or contains(@class, 'attach')")
+_CHROME_XPATH = f".//*[{CHROME}]"
+_BLOCK_TAGS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "table",
+                         "ul", "ol", "dd", "dt", "section", "article", "blockquote"})
+_SPACES = re.compile(r"[ \t\r\f\v\u00a0\u3000]+")
+THREAD_KINDS = frozenset({"论坛", "问答", "社交"})
+
+
+def find_posts(tree: HtmlElement, url: str | None = None) -> tuple[str, list[list[str]]] | None:
+    """(engine, posts as lists of lines) of a thread page, in document order; None when the page is no thread."""
+    host = _host(url)
+    for engine, site, xpath in ENGINES:
+        if site and not (host == site or host.endswith("." + site)):
+            continue
+        posts = _texts(_outermost(tree.xpath(xpath)))
+        if len(posts) >= MIN_POSTS:
+            return engine, posts
+    from cleaners.domain import source_type
+
+    if url and source_type(url) in THREAD_KINDS:
+        posts = _texts(_generic_group(tree))
+        if len(posts) >= GENERIC_MIN_POSTS:
+            return "generic", posts
+    return None
+
+
+def _host(url: str | None) -> str:
+    try:
+        return (urlsplit(url or "").hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def post_lines(element: HtmlElement) -> list[str]:
+    """The post's text, one line per block element or <br>, without quotes, signatures and chrome."""
+    pieces: list[str] = []
+    skip = set(element.xpath(_CHROME_XPATH))
+
+    def walk(node: HtmlElement) -> None:
+        if isinstance(node.tag, str) and node not in skip:
+            block = node.tag in _BLOCK_TAGS
+            pieces.append("\n" if block else "")
+            pieces.append(node.text or "")
+            for child in node:
+                walk(child)
+            pieces.append("\n" if block else "")
+        if node is not element and node.tail:
+            pieces.append(node.tail)
+
+    walk(element)
+    lines = (_SPACES.sub(" ", line).strip() for line in "".join(pieces).split("\n"))
+    return [line for line in lines if line]
+
+
+def _texts(elements: list[HtmlElement]) -> list[list[str]]:
+    posts = []
+    for element in elements:
+        lines = post_lines(element)
+        chars = sum(len(line) for line in lines)
+        if chars >= MIN_POST_CHARS and _link_chars(element) <= MAX_LINK_SHARE * max(chars, 1):
+            posts.append(lines)
+    return posts
+
+
+def _link_chars(element: HtmlElement) -> int:
+    return sum(len(a.text_content().strip()) for a in element.iter("a"))
+
+
+def _outermost(elements: list[HtmlElement]) -> list[HtmlElement]:
+    """Elements not inside another of them (a quoted post nested in a post is part of that post), in order."""
+    chosen = set(elements)
+    return [e for e in elements if not any(a in chosen for a in e.iterancestors())]
+
+
+def _generic_group(tree: HtmlElement) -> list[HtmlElement]:
+    """The (tag, class) group with the most text among groups of >= GENERIC_MIN_POSTS elements."""
+    groups: dict[tuple[str, str], list[HtmlElement]] = defaultdict(list)
+    for element in tree.iter("div", "td", "li", "article", "section", "p", "span"):
+        cls = (element.get("class") or "").strip()
+        if cls:
+            groups[(element.tag, cls)].append(element)
+    best, best_chars = [], 0
+    for members in groups.values():
+        members = _outermost(members)
+        if len(members) < GENERIC_MIN_POSTS:
+            continue
+        chars = sum(len(e.text_content()) for e in members) - sum(_link_chars(e) for e in members)
+        if chars > best_chars:
+            best, best_chars = members, chars
+    return best
