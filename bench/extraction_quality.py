@@ -7,7 +7,8 @@ Ground truth, two places:
 - bench/data/extraction (`--fixtures`, built by bench/make_extraction_fixtures.py; sources and licences in its
   SOURCES.md): forum, Q&A and comment-thread pages in English and Chinese, and more Chinese articles,
   `truth.json` {page_id: {url, lang, type, text, set, ...}} and `html/<page_id>.html.gz`.
-Pages are gzip HTML. Every extractor sees the same raw bytes in the same run.
+Pages are gzip HTML. Every extractor sees the same raw bytes in the same run, and the page's URL where it takes
+one (ours and trafilatura; the pipeline has the WARC URL, and our thread detection uses it; resiliparse takes none).
 
 Score: token-level precision/recall/F1 per page from multiset overlap of tokens (Chinese: every
 non-space character; English: lowercased `\\w+` words), then the mean over pages; an empty output
@@ -69,6 +70,7 @@ class Page:
     lang: str  # "zh" or "en"
     type: str  # "forum", "qa", "comments", "article"
     set: str
+    url: str | None
     site: str  # host name without "www."; the page id when the URL is unknown
 
 
@@ -115,8 +117,9 @@ def load_shared_sets(root: Path) -> tuple[dict[str, list[Page]], list[str]]:
             page_id = path.name[: -len(".html.gz")]
             if page_id in truth:
                 type_ = SHARED_FORUM_TYPES.get(page_id[:12], "forum") if name == "Chinese forums" else "article"
+                url = truth[page_id].get("url") or None
                 pages.append(Page(page_id, gzip.decompress(path.read_bytes()), truth[page_id][field], lang, type_,
-                                  name, site_of(truth[page_id].get("url"), page_id)))
+                                  name, url, site_of(url, page_id)))
         sets[name] = pages
     return sets, notes
 
@@ -132,7 +135,7 @@ def load_fixture_sets(root: Path) -> tuple[dict[str, list[Page]], list[str]]:
         entry = truth[page_id]
         html = gzip.decompress((root / "html" / f"{page_id}.html.gz").read_bytes())
         sets.setdefault(entry["set"], []).append(
-            Page(page_id, html, entry["text"], entry["lang"], entry["type"], entry["set"],
+            Page(page_id, html, entry["text"], entry["lang"], entry["type"], entry["set"], entry.get("url") or None,
                  site_of(entry.get("url"), page_id)))
     return dict(sorted(sets.items())), []
 
@@ -144,15 +147,18 @@ def load_sets(root: Path, fixtures: Path | None = None) -> dict[str, list[Page]]
     return sets
 
 
-def trafilatura_default(html: bytes) -> str:
-    return trafilatura.extract(html) or ""
+Extractor = Callable[[bytes, "str | None"], str]  # (raw HTML bytes, page URL or None) -> main text
 
 
-def trafilatura_fast(html: bytes) -> str:
-    return trafilatura.extract(html, fast=True) or ""
+def trafilatura_default(html: bytes, url: str | None = None) -> str:
+    return trafilatura.extract(html, url=url) or ""
 
 
-def resiliparse_runner() -> tuple[str, Callable[[bytes], str]] | str:
+def trafilatura_fast(html: bytes, url: str | None = None) -> str:
+    return trafilatura.extract(html, url=url, fast=True) or ""
+
+
+def resiliparse_runner() -> tuple[str, Extractor] | str:
     """(label, function) for resiliparse's main-content extraction, or why it is unavailable."""
     try:
         from importlib.metadata import version
@@ -162,23 +168,23 @@ def resiliparse_runner() -> tuple[str, Callable[[bytes], str]] | str:
     except ImportError as exc:
         return f"resiliparse is not installed ({exc}); install it with `.venv/bin/pip install resiliparse==2.0.0`"
 
-    def run(html: bytes) -> str:
+    def run(html: bytes, url: str | None = None) -> str:  # takes no URL
         return extract_plain_text(bytes_to_str(html, detect_encoding(html)), main_content=True) or ""
 
-    return f"resiliparse {version('resiliparse')} extract_plain_text(main_content=True)", run
+    return f"resiliparse {version('resiliparse')} (main_content=True)", run
 
 
-def ours_extract_html(html: bytes, **options) -> str:
+def ours_extract_html(html: bytes, url: str | None = None, **options) -> str:
     try:
-        result = extract_html(html, **options)
+        result = extract_html(html, url, **options)
     except UnparsableHTML:
         return ""
     return result.text if result else ""
 
 
-def pipeline_runner(extractor: PageExtractor) -> Callable[[bytes], str]:
-    def run(html: bytes) -> str:
-        doc = extractor.process(RawPage(key="bench", source="bench", html=html))
+def pipeline_runner(extractor: PageExtractor) -> Extractor:
+    def run(html: bytes, url: str | None = None) -> str:
+        doc = extractor.process(RawPage(key="bench", source="bench", url=url or "", html=html))
         return "" if isinstance(doc, str) else doc.text
     return run
 
@@ -200,7 +206,7 @@ class Run:
     seconds: dict[tuple[str, str], float]
 
 
-def run_interleaved(extractors: list[tuple[str, Callable[[bytes], str]]], sets: dict[str, list[Page]],
+def run_interleaved(extractors: list[tuple[str, Extractor]], sets: dict[str, list[Page]],
                     repeat: int) -> Run:
     """Passes of the extractors alternate round by round and the fastest pass counts, so load from other jobs on
     a shared machine hits every extractor alike. Outputs are those of the last pass (extraction is deterministic)."""
@@ -210,7 +216,7 @@ def run_interleaved(extractors: list[tuple[str, Callable[[bytes], str]]], sets: 
         for label, fn in extractors:
             for name, pages in sets.items():
                 start = time.perf_counter()
-                outputs[label, name] = [fn(page.html) for page in pages]
+                outputs[label, name] = [fn(page.html, page.url) for page in pages]
                 elapsed = time.perf_counter() - start
                 best[label, name] = min(best.get((label, name), elapsed), elapsed)
     return Run(outputs, best)
@@ -226,7 +232,7 @@ def set_rows(run: Run, labels: list[str], sets: dict[str, list[Page]]) -> list[t
     return rows
 
 
-def measure_interleaved(extractors: list[tuple[str, Callable[[bytes], str]]], sets: dict[str, list[Page]],
+def measure_interleaved(extractors: list[tuple[str, Extractor]], sets: dict[str, list[Page]],
                         repeat: int) -> list[tuple[str, str, dict]]:
     """Rows (label, set, metrics), see run_interleaved."""
     return set_rows(run_interleaved(extractors, sets, repeat), [label for label, _ in extractors], sets)
@@ -383,12 +389,13 @@ def main() -> None:
         ("ours: PageExtractor, child process (timeout_s=10)", pipeline_runner(isolated)),
     ]
     variants = [
-        ("extract_html, favor_precision=False", lambda h: ours_extract_html(h, favor_precision=False)),
-        ("extract_html, include_comments=True", lambda h: ours_extract_html(h, include_comments=True)),
-        ("extract_html, include_tables=False", lambda h: ours_extract_html(h, include_tables=False)),
-        ("extract_html, fast=True", lambda h: ours_extract_html(h, fast=True)),
+        ("extract_html, favor_precision=False", lambda h, u: ours_extract_html(h, u, favor_precision=False)),
+        ("extract_html, include_comments=True", lambda h, u: ours_extract_html(h, u, include_comments=True)),
+        ("extract_html, include_tables=False", lambda h, u: ours_extract_html(h, u, include_tables=False)),
+        ("extract_html, fast=True", lambda h, u: ours_extract_html(h, u, fast=True)),
+        ("extract_html, threads=False", lambda h, u: ours_extract_html(h, u, threads=False)),
         ("extract_html, favor_recall=True, favor_precision=False",
-         lambda h: ours_extract_html(h, favor_recall=True, favor_precision=False)),
+         lambda h, u: ours_extract_html(h, u, favor_recall=True, favor_precision=False)),
     ]
     main_rows = compared + pipeline
     labels = [label for label, _ in compared]
