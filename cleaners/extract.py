@@ -8,6 +8,12 @@ defaults, at the same or higher speed (it skips the balanced mode's recall retry
 on 6 Chinese forum pages; comments cost English F1 (0.966), dropping tables cost recall (0.968),
 `fast=True` (no fallback extractors) lost recall, most on forums (0.648).
 
+Forum, Q&A and comment pages (bench/data/extraction: 269 real pages of 187 sites) need more than that: precision
+mode keeps one post of a thread. So the posts of known engines are taken whole (`cleaners.posts`), a forum-shaped
+URL switches to trafilatura's balanced mode with comments, and a page precision mode finds nothing on gets the
+balanced pass too (measured in bench/results/extraction.md; also triggering that pass on texts under 100 or 300
+characters changed the F1 over all 463 pages by less than 0.002, so only "nothing" triggers it).
+
 `PageExtractor` turns a `RawPage` into a `Document`. HTML is decoded with `cleaners.charset.decode_html`
 and extracted in a persistent child process, so that a page that makes lxml or trafilatura run away
 can be stopped from any thread (Beam runs DoFns in worker threads, where signals cannot be used):
@@ -38,7 +44,7 @@ from trafilatura.utils import HTML_PARSER, decode_file, load_html
 from cleaners.charset import decode_html
 from cleaners.document import Document, RawPage, stable_hash
 from cleaners.html_depth import flatten_deep_html
-from cleaners.posts import find_posts
+from cleaners.posts import find_posts, is_discussion
 
 #: trafilatura settings chosen by the benchmark (see module docstring).
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -47,8 +53,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "include_tables": True,
     "fast": False,
     "threads": True,          # ours, not trafilatura's: every post of a forum / Q&A / comment page (cleaners.posts)
+    "discussion_recall": True,  # ours: trafilatura's balanced mode, comments kept, on forum / Q&A / social URLs
+    "fallback_chars": 1,      # ours: precision text shorter than this -> a balanced pass with comments, if longer
 }
-_OURS = frozenset({"threads"})
 _OPTION_NAMES = frozenset({*DEFAULT_OPTIONS, "favor_recall", "include_links", "include_formatting"})
 
 REASON_TOO_LARGE = "extract-too-large"
@@ -68,8 +75,9 @@ class UnparsableHTML(ValueError):
 @dataclass
 class ExtractResult:
     """What extraction keeps of a page: its title and its main text, paragraphs separated by "\\n", and the
-    path that found the text: `precision` (trafilatura with the options), `recall` (precision mode found
-    nothing: trafilatura again with `favor_recall`) or `thread:<engine>` (posts added, `cleaners.posts`)."""
+    path that found the text: `precision` (trafilatura with the options), `discussion` (a forum / Q&A / social
+    URL, `cleaners.posts.is_discussion`: trafilatura's balanced mode with comments), `recall` (precision mode
+    found nothing: the balanced pass with comments) or `thread:<engine>` (the page's posts, `cleaners.posts`)."""
 
     title: str
     text: str
@@ -88,16 +96,22 @@ def extract_html(html: bytes | str, url: str | None = None, **options: Any) -> E
     Raises `UnparsableHTML` for a page lxml cannot read (see `parse_html`).
     """
     settings = {**DEFAULT_OPTIONS, **options}
-    threads = settings.pop("threads")
+    threads, discussion_recall = settings.pop("threads"), settings.pop("discussion_recall")
+    fallback_chars = settings.pop("fallback_chars")
     if not html or html.isspace():
         return None
     tree, cut_short = parse_html(html)
     if tree is None:
         raise UnparsableHTML("lxml built no tree")
-    text, path = _trafilatura_text(tree, url, settings), "precision"
-    if not text and settings["favor_precision"]:   # precision mode lost the page: never keep nothing for that
-        text, path = _trafilatura_text(tree, url, {**settings, "favor_precision": False, "favor_recall": True}), \
-            "recall"
+    path = "precision"
+    if discussion_recall and is_discussion(url):
+        settings = {**settings, "favor_precision": False, "include_comments": True}
+        path = "discussion"
+    text = _trafilatura_text(tree, url, settings)
+    if len(text) < fallback_chars and settings["favor_precision"]:   # precision mode lost the page
+        recall = _trafilatura_text(tree, url, {**settings, "favor_precision": False, "include_comments": True})
+        if len(recall) > len(text):
+            text, path = recall, "recall"
     thread = find_posts(tree, url) if threads else None
     if thread:                  # a known engine's posts are the page; a generic group adds to trafilatura's text
         engine, posts = thread

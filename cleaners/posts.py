@@ -27,9 +27,9 @@ MIN_POST_CHARS = 2          # a post of one or two characters ("顶", "+1") is s
 MAX_LINK_SHARE = 0.5        # a "post" that is mostly link text is navigation
 GENERIC_MIN_POSTS = 3
 
-# (engine, host it is limited to or "" for any host, XPath of the post bodies). Class names that news sites use
-# for their comment sections too (`comment-content`, `md`, `text`) are limited to their site: article pages keep
-# their comments out.
+# (engine, pattern its page's host + path must match or "" for any page, XPath of the post bodies). Class names that
+# news sites use for their comment sections too (`comment-content`, `md`, `text`) are limited to their site's
+# thread pages: article pages (a douban note, a news story) keep their comments out.
 ENGINES: tuple[tuple[str, str, str], ...] = (
     ("discuz", "", "//td[contains(concat(' ', @class, ' '), ' t_f ')] | //*[starts-with(@id, 'postmessage_')]"),
     ("vbulletin", "", "//*[starts-with(@id, 'post_message_')] | //blockquote[contains(@class, 'postcontent')]"),
@@ -39,14 +39,15 @@ ENGINES: tuple[tuple[str, str, str], ...] = (
     ("stackexchange", "", "//div[contains(concat(' ', @class, ' '), ' s-prose ')][ancestor::*["
                           "contains(@class, 'postcell') or contains(@class, 'answercell')]]"
                           " | //div[@class='post-text']"),
-    ("reddit", "reddit.com", "//div[contains(@class, 'usertext-body')]/div[@class='md'] | //*[@slot='comment']"
+    ("reddit", r"(^|\.)reddit\.com/", "//div[contains(@class, 'usertext-body')]/div[@class='md'] | //*[@slot='comment']"
                              " | //*[@slot='text-body']"),
-    ("zhihu", "zhihu.com", "//span[contains(concat(' ', @class, ' '), ' RichText ')]"),
-    ("tieba", "tieba.baidu.com", "//div[contains(concat(' ', @class, ' '), ' d_post_content ')]"),
-    ("douban", "douban.com", "//*[contains(concat(' ', @class, ' '), ' comment-content ')]"
-                             " | //div[@class='review-content'] | //div[contains(@class, 'reply-content')]"),
-    ("weibo", "weibo.com", "//*[contains(@class, 'detail_wbtext')] | //div[contains(@class, 'wbpro-list')]"
-                           "//div[@class='text']"),
+    ("zhihu", r"(^|\.)zhihu\.com/", "//span[contains(concat(' ', @class, ' '), ' RichText ')]"),
+    ("tieba", r"^tieba\.baidu\.com/", "//div[contains(concat(' ', @class, ' '), ' d_post_content ')]"),
+    ("douban", r"(^|\.)douban\.com/(subject/\d+/(comments|reviews)|review/|group/topic/|status/)",
+     "//*[contains(concat(' ', @class, ' '), ' comment-content ')] | //div[@class='review-content']"
+     " | //div[contains(@class, 'reply-content')]"),
+    ("weibo", r"(^|\.)weibo\.(com|cn)/",
+     "//*[contains(@class, 'detail_wbtext')] | //div[contains(@class, 'wbpro-list')]//div[@class='text']"),
     ("homeland", "", "//div[contains(@class, 'topic-detail')]//div[contains(@class, 'markdown')]"
                      " | //div[contains(concat(' ', @class, ' '), ' reply ')]//div[contains(@class, 'markdown')]"),
 )
@@ -64,27 +65,49 @@ THREAD_KINDS = frozenset({"论坛", "问答", "社交"})
 
 def find_posts(tree: HtmlElement, url: str | None = None) -> tuple[str, list[list[str]]] | None:
     """(engine, posts as lists of lines) of a thread page, in document order; None when the page is no thread."""
-    host = _host(url)
+    where = _host_and_path(url)
     for engine, site, xpath in ENGINES:
-        if site and not (host == site or host.endswith("." + site)):
+        if site and not re.search(site, where):
             continue
         posts = _texts(_outermost(tree.xpath(xpath)))
         if len(posts) >= MIN_POSTS:
             return engine, posts
-    from cleaners.domain import source_type
-
-    if url and source_type(url) in THREAD_KINDS:
+    if is_discussion(url):
         posts = _texts(_generic_group(tree))
         if len(posts) >= GENERIC_MIN_POSTS:
             return "generic", posts
     return None
 
 
-def _host(url: str | None) -> str:
+# Forum software's own URL shapes (phpBB viewtopic.php, vBulletin showthread.php, Discourse /t/<slug>/<id>,
+# XenForo /threads/, Vanilla /discussion/<id>, Invision /topic/<id>-) and hosts named for discussion.
+_DISCUSSION_HOST = re.compile(r"^(forums?|community|communities|discuss|discussions?|talk|bbs|answers)\.", re.I)
+_DISCUSSION_PATH = re.compile(r"/(forums?|threads?|topics?|discussions?|questions?|comments|t)/[^/]"
+                              r"|viewtopic\.php|showthread\.php|viewthread|/thread-\d", re.I)
+
+
+def is_discussion(url: str | None) -> bool:
+    """Whether the URL alone names a forum, Q&A or social page: the source-type rules
+    (`cleaners.domain.source_type`) or forum software's URL shapes."""
+    if not url:
+        return False
+    from cleaners.domain import source_type
+
     try:
-        return (urlsplit(url or "").hostname or "").lower()
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    host = (parts.hostname or "").removeprefix("www.")
+    return (bool(_DISCUSSION_HOST.match(host) or _DISCUSSION_PATH.search(parts.path))
+            or source_type(url) in THREAD_KINDS)
+
+
+def _host_and_path(url: str | None) -> str:
+    try:
+        parts = urlsplit(url or "")
     except ValueError:
         return ""
+    return (parts.hostname or "").lower() + (parts.path or "/")
 
 
 def post_lines(element: HtmlElement) -> list[str]:

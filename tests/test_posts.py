@@ -50,7 +50,9 @@ def test_discuz_thread_keeps_every_post_in_order_without_chrome():
     assert "签名" not in result.text and "积分" not in result.text and "引用" not in result.text
     assert result.path == "thread:discuz"
     without = extract_html(html, url="https://bbs.example.com/thread-1-1-1.html", threads=False)
-    assert without.path == "precision"
+    assert without.path == "discussion"                  # a forum URL: trafilatura's balanced mode, comments kept
+    plain = extract_html(html, url="https://example.com/a.html", threads=False)
+    assert plain.path == "precision"
 
 
 def test_stack_exchange_question_and_answers():
@@ -97,16 +99,17 @@ SHORT_REVIEWS = ["这部电影的配乐很好听，值得再看一遍，演员�
 
 
 def test_precision_mode_never_loses_a_page_to_nothing():
-    """trafilatura's precision mode finds nothing on this comments page: a recall pass runs (path `recall`);
-    on douban's own host the thread path takes every comment."""
+    """trafilatura's precision mode finds nothing on this comments page: a balanced pass with comments runs
+    (path `recall`); on douban's own comment pages the thread path takes every comment."""
     import trafilatura
 
     html = douban_comments(SHORT_REVIEWS)
     precision = trafilatura.bare_extraction(html, favor_precision=True, include_comments=False, include_tables=True)
     assert precision is None or not (precision.text or "").strip()
     result = extract_html(html, threads=False)
-    recall = extract_html(html, threads=False, favor_precision=False, favor_recall=True)
+    recall = extract_html(html, threads=False, favor_precision=False, include_comments=True)
     assert result is not None and result.path == "recall" and result.text == recall.text
+    assert all(review in result.text for review in SHORT_REVIEWS)
     douban = extract_html(html, url="https://movie.douban.com/subject/1/comments")
     assert douban.path == "thread:douban" and all(review in douban.text for review in SHORT_REVIEWS)
 
@@ -138,7 +141,7 @@ def test_real_forum_pages_gain_their_replies(corpus_samples):
     for page_id, entry in truth.items():
         html = gzip.decompress((root / "htmls" / f"{page_id}.html.gz").read_bytes())
         with_threads = extract_html(html, url=entry["url"])
-        without = extract_html(html, url=entry["url"], threads=False)
+        without = extract_html(html, url=entry["url"], threads=False, discussion_recall=False)
         scores[entry["url"].split("/")[2]] = (token_f1(without.text, entry["content"]),
                                                token_f1(with_threads.text, entry["content"]), with_threads.path)
     assert scores["ruby-china.org"][0] < 0.7 and scores["ruby-china.org"][1] > 0.95
@@ -146,3 +149,25 @@ def test_real_forum_pages_gain_their_replies(corpus_samples):
     assert scores["www.zhihu.com"][2] == "thread:zhihu"
     for before, after, _ in scores.values():                # no page loses
         assert after >= before - 1e-9
+
+
+def test_discussion_urls():
+    from cleaners.posts import is_discussion
+
+    for url in ("https://forum.example.com/x", "https://community.example.org/a", "https://example.com/threads/1/",
+                "https://example.com/viewtopic.php?t=1", "https://meta.example.dev/t/slug/123",
+                "https://example.com/discussion/68941/title", "https://weibo.com/1/Oe6wI", "https://bbs.example.cn/a"):
+        assert is_discussion(url), url
+    for url in ("https://news.example.com/2024/05/01/story.html", "https://example.com/article/1", "", None,
+                "http://[::1", "https://www.douban.com/note/639427226/"):
+        assert not is_discussion(url), url
+
+
+def test_a_douban_note_is_an_article_not_a_comment_thread():
+    comments = "".join(f'<div class="comment-item"><p class="comment-content">评论第{i}条：写得真好。</p></div>'
+                       for i in range(4))
+    note = "".join(f"<p>这是一篇日记的第{i}段，讲述了作者在旅途中的所见所闻和一些感想，文字朴实而真诚。</p>"
+                   for i in range(8))
+    html = f"<html><body><div class='note'>{note}</div><div id='comments'>{comments}</div></body></html>"
+    result = extract_html(html, url="https://www.douban.com/note/639427226/")
+    assert result.path == "precision" and "旅途" in result.text and "评论第" not in result.text
