@@ -5,7 +5,8 @@ the first post of a Discuz thread, one zhihu answer, no Weibo comment). `find_po
 post bodies in document order:
 
 1. the post-body containers of well-known engines and sites (`ENGINES`: Discuz `t_f` / `postmessage_*`, phpBB,
-   vBulletin `post_message_*`, XenForo `bbWrapper`, Discourse `cooked`, Stack Exchange `s-prose` / `post-text`,
+   vBulletin `post_message_*`, XenForo `bbWrapper`, Discourse `cooked`, Invision `commentContent`, Vanilla
+   `Message userContent`, SMF `msg_*`, Kunena `kmsgtext`, MyBB `post_body`, Stack Exchange `s-prose` / `post-text`,
    Homeland / ruby-china `markdown` replies; on their own hosts: Reddit, zhihu `RichText`, tieba
    `d_post_content`, douban `comment-content`, Weibo comments), when at least `MIN_POSTS` hold text;
 2. else, on a page whose URL names a forum, Q&A or social site (`cleaners.domain.source_type`), the largest group
@@ -40,6 +41,11 @@ ENGINES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("phpbb", "", ("postbody",), "//div[contains(concat(' ', @class, ' '), ' postbody ')]//div[@class='content']"),
     ("xenforo", "", ("bbWrapper",), "//article[contains(@class, 'message')]//div[contains(@class, 'bbWrapper')]"),
     ("discourse", "", ("cooked",), "//div[contains(concat(' ', @class, ' '), ' cooked ')]"),
+    ("invision", "", ("ipsType_richText",), "//div[@data-role='commentContent']"),
+    ("vanilla", "", ("userContent",),
+     "//div[contains(concat(' ', @class, ' '), ' Message ') and contains(concat(' ', @class, ' '), ' userContent ')]"),
+    ("smf", "", ("msg_",), "//div[@class='inner' and starts-with(@id, 'msg_')]"),
+    ("kunena", "", ("kmsgtext",), "//div[contains(concat(' ', @class, ' '), ' kmsgtext ')]"),
     ("stackexchange", "", ("s-prose", "post-text"),
      "//div[contains(concat(' ', @class, ' '), ' s-prose ')][ancestor::*[contains(@class, 'postcell')"
      " or contains(@class, 'answercell')]] | //div[@class='post-text']"),
@@ -54,6 +60,7 @@ ENGINES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      " | //div[contains(@class, 'reply-content')]"),
     ("weibo", r"(^|\.)weibo\.(com|cn)/", ("detail_wbtext", "wbpro-list"),
      "//*[contains(@class, 'detail_wbtext')] | //div[contains(@class, 'wbpro-list')]//div[@class='text']"),
+    ("mybb", "", ("post_body",), "//div[contains(concat(' ', @class, ' '), ' post_body ')]"),
     ("homeland", "", ("topic-detail", "reply"),
      "//div[contains(@class, 'topic-detail')]//div[contains(@class, 'markdown')]"
      " | //div[contains(concat(' ', @class, ' '), ' reply ')]//div[contains(@class, 'markdown')]"),

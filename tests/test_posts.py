@@ -5,6 +5,7 @@ import gzip
 import json
 from collections import Counter
 
+import pytest
 from lxml.html import fromstring
 
 from cleaners.document import RawPage
@@ -171,3 +172,18 @@ def test_a_douban_note_is_an_article_not_a_comment_thread():
     html = f"<html><body><div class='note'>{note}</div><div id='comments'>{comments}</div></body></html>"
     result = extract_html(html, url="https://www.douban.com/note/639427226/")
     assert result.path == "precision" and "旅途" in result.text and "评论第" not in result.text
+
+
+@pytest.mark.parametrize("engine, post", [
+    ("invision", '<div data-role="commentContent" class="ipsType_richText">{}</div>'),
+    ("vanilla", '<div class="Message userContent">{}</div>'),
+    ("smf", '<div class="inner" id="msg_{n}">{}</div>'),
+    ("kunena", '<div class="kmsgtext">{}</div>'),
+    ("mybb", '<div class="post_body scaleimages">{}</div>'),
+])
+def test_forum_engines(engine, post):
+    texts = ["First post asking how to reset the router.", "Hold the button for ten seconds.", "That worked."]
+    html = "<html><body>" + "".join(f'<div class="wrap"><span class="author">user{n}</span>'
+                                    + post.replace("{n}", str(n)).format(text) + "</div>"
+                                    for n, text in enumerate(texts)) + "</body></html>"
+    assert find_posts(fromstring(html), "https://example.com/x") == (engine, [[t] for t in texts])
