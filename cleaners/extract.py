@@ -11,8 +11,7 @@ on 6 Chinese forum pages; comments cost English F1 (0.966), dropping tables cost
 Forum, Q&A and comment pages (bench/data/extraction: 269 real pages of 187 sites) need more than that: precision
 mode keeps one post of a thread. So the posts of known engines are taken whole (`cleaners.posts`), a forum-shaped
 URL switches to trafilatura's balanced mode with comments, and a page precision mode finds nothing on gets the
-balanced pass too (measured in bench/results/extraction.md; also triggering that pass on texts under 100 or 300
-characters changed the F1 over all 463 pages by less than 0.002, so only "nothing" triggers it).
+balanced pass too (measured in bench/results/extraction.md).
 
 `PageExtractor` turns a `RawPage` into a `Document`. HTML is decoded with `cleaners.charset.decode_html`
 and extracted in a persistent child process, so that a page that makes lxml or trafilatura run away
@@ -54,7 +53,6 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "fast": False,
     "threads": True,          # ours, not trafilatura's: every post of a forum / Q&A / comment page (cleaners.posts)
     "discussion_recall": True,  # ours: trafilatura's balanced mode, comments kept, on forum / Q&A / social URLs
-    "fallback_chars": 1,      # ours: precision text shorter than this -> a balanced pass with comments, if longer
 }
 _OPTION_NAMES = frozenset({*DEFAULT_OPTIONS, "favor_recall", "include_links", "include_formatting"})
 
@@ -97,7 +95,6 @@ def extract_html(html: bytes | str, url: str | None = None, **options: Any) -> E
     """
     settings = {**DEFAULT_OPTIONS, **options}
     threads, discussion_recall = settings.pop("threads"), settings.pop("discussion_recall")
-    fallback_chars = settings.pop("fallback_chars")
     if not html or html.isspace():
         return None
     tree, cut_short = parse_html(html)
@@ -108,10 +105,9 @@ def extract_html(html: bytes | str, url: str | None = None, **options: Any) -> E
         settings = {**settings, "favor_precision": False, "include_comments": True}
         path = "discussion"
     text = _trafilatura_text(tree, url, settings)
-    if len(text) < fallback_chars and settings["favor_precision"]:   # precision mode lost the page
-        recall = _trafilatura_text(tree, url, {**settings, "favor_precision": False, "include_comments": True})
-        if len(recall) > len(text):
-            text, path = recall, "recall"
+    if not text and settings["favor_precision"]:   # precision mode lost the page: never keep nothing for that
+        text = _trafilatura_text(tree, url, {**settings, "favor_precision": False, "include_comments": True})
+        path = "recall"
     thread = find_posts(tree, url) if threads else None
     if thread:                  # a known engine's posts are the page; a generic group adds to trafilatura's text
         engine, posts = thread
@@ -325,29 +321,34 @@ class PageExtractor:
 
     def process(self, raw: RawPage) -> Document | str:
         """The Document for one RawPage (text records pass through unextracted), or a drop reason."""
+        return self.process_with_path(raw)[0]
+
+    def process_with_path(self, raw: RawPage) -> tuple[Document | str, str]:
+        """`process`, and the extraction path the page took (`ExtractResult.path`; "" when nothing was extracted:
+        a text record, or a reason)."""
         meta = dict(raw.meta)
+        path = ""
         if raw.text is not None:
             title, text = raw.title, raw.text
         elif raw.html is not None:
             if len(raw.html) > self.max_html_bytes:
-                return REASON_TOO_LARGE
+                return REASON_TOO_LARGE, ""
             if isinstance(raw.html, str):
                 html, meta["encoding"] = raw.html, "str"
             else:
                 html, meta["encoding"] = decode_html(raw.html, raw.http_charset)
             result = self.extract(html, raw.url)
             if isinstance(result, str):
-                return result
+                return result, ""
             if result is None:
-                return REASON_EMPTY
-            title, text = result.title or raw.title, result.text
-            meta["extract_path"] = result.path
+                return REASON_EMPTY, ""
+            title, text, path = result.title or raw.title, result.text, result.path
         else:
-            return REASON_EMPTY
+            return REASON_EMPTY, ""
         if len(text.strip()) < max(self.min_text_chars, 1):
-            return REASON_EMPTY
+            return REASON_EMPTY, ""
         return Document(id=stable_hash(raw.key), text=text, title=title, url=raw.url,
-                        source=raw.source, date=raw.date, meta=meta, key=raw.key)
+                        source=raw.source, date=raw.date, meta=meta, key=raw.key), path
 
 
 HTML_SUFFIXES = (".html", ".htm", ".html.gz", ".htm.gz")

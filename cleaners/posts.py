@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 from lxml.html import HtmlElement
 
+from cleaners.domain import source_type
+
 MIN_POSTS = 2
 MIN_POST_CHARS = 2          # a post of one or two characters ("顶", "+1") is still a post
 MAX_LINK_SHARE = 0.5        # a "post" that is mostly link text is navigation
@@ -93,27 +95,10 @@ def find_posts(tree: HtmlElement, url: str | None = None) -> tuple[str, list[lis
     return None
 
 
-# Forum software's own URL shapes (phpBB viewtopic.php, vBulletin showthread.php, Discourse /t/<slug>/<id>,
-# XenForo /threads/, Vanilla /discussion/<id>, Invision /topic/<id>-) and hosts named for discussion.
-_DISCUSSION_HOST = re.compile(r"^(forums?|community|communities|discuss|discussions?|talk|bbs|answers)\.", re.I)
-_DISCUSSION_PATH = re.compile(r"/(forums?|threads?|topics?|discussions?|questions?|comments|t)/[^/]"
-                              r"|viewtopic\.php|showthread\.php|viewthread|/thread-\d", re.I)
-
-
 def is_discussion(url: str | None) -> bool:
-    """Whether the URL alone names a forum, Q&A or social page: the source-type rules
-    (`cleaners.domain.source_type`) or forum software's URL shapes."""
-    if not url:
-        return False
-    from cleaners.domain import source_type
-
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    host = (parts.hostname or "").removeprefix("www.")
-    return (bool(_DISCUSSION_HOST.match(host) or _DISCUSSION_PATH.search(parts.path))
-            or source_type(url) in THREAD_KINDS)
+    """Whether the URL alone names a forum, Q&A or social page (`cleaners.domain.source_type`: its host table
+    and forum software's URL shapes)."""
+    return bool(url) and source_type(url) in THREAD_KINDS
 
 
 def _host_and_path(url: str | None) -> str:

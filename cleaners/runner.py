@@ -141,11 +141,11 @@ class ExtractStep(Step):
 
     def apply(self, raw: RawPage) -> Counted:
         """The document, or the reason; the `chars` histogram of the extracted text ("before" the steps) and the
-        extraction path it took (`path:precision`, `path:recall`, `path:thread:<engine>`; see ExtractResult)."""
-        doc = self.extractor.process(raw)
+        extraction path it took (`path:precision`, `path:discussion`, `path:recall`, `path:thread:<engine>`; see
+        ExtractResult)."""
+        doc, path = self.extractor.process_with_path(raw)
         if isinstance(doc, str):
             return Counted(doc)
-        path = doc.meta.pop("extract_path", None)
         return Counted(doc, counts={f"path:{path}": 1} if path else {},
                        hists={"chars": chars_bucket(len(doc.text))})
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from importlib import resources
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -67,8 +67,8 @@ def train_topic(pairs: list[tuple[str, str]], output_path: str, *, seed: int = 0
 
     The pairs are sorted, then shuffled with `seed`; settings default to `TRAIN_PARAMS`. The same pairs in any
     order and the same seed give the same bytes. `quantize` makes a smaller `.ftz` (fastText's product
-    quantization; on THUCNews it cost the bundled model about 3 points of accuracy). Returns the number of
-    training lines per label."""
+    quantization, at some cost in accuracy: `scripts/train_topic.py --quantize` shows it for the bundled data).
+    Returns the number of training lines per label."""
     labels = {label for _, label in pairs}
     if len(labels) < 2:
         raise ValueError(f"need texts of at least two labels to train a topic model, got {sorted(labels)}")
@@ -100,19 +100,26 @@ class TopicModel:
         labels, probs = self._model.predict(line, k=1)
         return labels[0][len(LABEL_PREFIX):], float(min(probs[0], 1.0))
 
-    def predict_many(self, texts: Iterable[str]) -> Iterator[tuple[str, float]]:
-        for text in texts:
-            yield self.predict(text)
 
-
-def evaluate(model: TopicModel, pairs: list[tuple[str, str]]) -> dict[str, Any]:
-    """Accuracy over (text, label) pairs and per true label: `{"accuracy", "per_label", "n"}`."""
+def evaluate(model: TopicModel, pairs: list[tuple[str, str]], min_score: float | None = None) -> dict[str, Any]:
+    """Accuracy over (text, label) pairs and per true label: `{"accuracy", "per_label", "n"}`; with `min_score`,
+    also the share of pairs whose top score reaches it (`"covered"`) and the accuracy on those
+    (`"accuracy_covered"`), as the `domain` step's `min_topic_score` uses the model."""
     right: Counter = Counter()
     seen: Counter = Counter()
-    for (text, label), (predicted, _) in zip(pairs, model.predict_many(t for t, _ in pairs)):
+    covered = covered_right = 0
+    for text, label in pairs:
+        predicted, score = model.predict(text)
         seen[label] += 1
         right[label] += predicted == label
+        if min_score is not None and score >= min_score:
+            covered += 1
+            covered_right += predicted == label
     n = sum(seen.values())
-    return {"accuracy": round(sum(right.values()) / n, 4) if n else 0.0,
-            "per_label": {label: round(right[label] / seen[label], 4) for label in sorted(seen)},
-            "n": n}
+    result: dict[str, Any] = {"accuracy": round(sum(right.values()) / n, 4) if n else 0.0,
+                              "per_label": {label: round(right[label] / seen[label], 4) for label in sorted(seen)},
+                              "n": n}
+    if min_score is not None:
+        result.update(covered=round(covered / n, 4) if n else 0.0,
+                      accuracy_covered=round(covered_right / covered, 4) if covered else 0.0)
+    return result

@@ -9,7 +9,7 @@
     wudao report RUN_DIR [--shards DIR]
     wudao quality train --positive GLOB --negative GLOB --output FILE
     wudao domain train --data labeled.jsonl --output model.bin
-    wudao domain eval --data labeled.jsonl [--model model.bin]
+    wudao domain eval --data labeled.jsonl [--model model.bin] [--min-score 0.8]
 
 Any argument the command does not know is handed to Beam's PipelineOptions, so every runner flag works
 (`--runner=DataflowRunner --project ... --region ... --temp_location gs://... --setup_file ./setup.py`).
@@ -130,7 +130,7 @@ def _cmd_domain_eval(args: argparse.Namespace, beam_args: list[str]) -> int:
     from cleaners.topic import TopicModel, evaluate
 
     try:
-        result = evaluate(TopicModel(args.model), _labeled(args.data))
+        result = evaluate(TopicModel(args.model), _labeled(args.data), min_score=args.min_score)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"wudao domain eval: {exc}") from exc
     print(json.dumps(result, ensure_ascii=False))
@@ -414,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     deval = domain_sub.add_parser("eval", help="accuracy, overall and per label, as one JSON line")
     deval.add_argument("--data", required=True, help="labeled JSONL(.gz)")
     deval.add_argument("--model", default=None, help="model file (default: the bundled model)")
+    deval.add_argument("--min-score", type=float, default=None,
+                       help="also report the share of texts scored at least this, and the accuracy on them")
     deval.set_defaults(func=_cmd_domain_eval)
     for pipeline_parser in (text, dedup, dialogue, image_text, demo):
         pipeline_parser.add_argument("--no-progress", action="store_true",

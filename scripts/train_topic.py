@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from cleaners.domain import MIN_TOPIC_SCORE  # noqa: E402
 from cleaners.topic import TopicModel, evaluate, read_labeled, train_topic  # noqa: E402
 
 SEED = 20241203
@@ -75,14 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", default=str(REPO.parent / "shared" / "corpus-samples"),
                         help="the shared corpus samples, for the held-out THUCNews test split")
     parser.add_argument("--output", default=str(REPO / "cleaners" / "data" / "topic" / "topic.bin"))
+    parser.add_argument("--quantize", action="store_true",
+                        help="product-quantize (a smaller .ftz; the bundled model is not quantized)")
     args = parser.parse_args(argv)
     train, held = splits()
     thucnews_test = Path(args.samples) / "zh_text" / "thucnews_titles" / "test.txt"
     if thucnews_test.is_file():
         held = {"thucnews_test": thucnews(thucnews_test.read_text(encoding="utf-8").splitlines()), **held}
-    counts = train_topic(train, args.output, seed=SEED)
+    counts = train_topic(train, args.output, seed=SEED, quantize=args.quantize)
     model = TopicModel(args.output)
-    report = {"trained": counts, "held_out": {name: evaluate(model, pairs) for name, pairs in held.items()}}
+    report = {"trained": counts, "held_out": {name: evaluate(model, pairs, min_score=MIN_TOPIC_SCORE)
+                                              for name, pairs in held.items()}}
     print(json.dumps(report, ensure_ascii=False))
     return 0
 

@@ -123,7 +123,7 @@ def test_big5_page_with_meta_charset(extractor):
 def test_raw_meta_is_copied_not_shared(extractor):
     raw = raw_html(ARTICLE_EN.encode(), meta={"warc_id": "x"})
     doc = extractor.process(raw)
-    assert doc.meta == {"warc_id": "x", "encoding": "utf-8", "extract_path": "precision"}
+    assert doc.meta == {"warc_id": "x", "encoding": "utf-8"}
     assert raw.meta == {"warc_id": "x"}
 
 

@@ -120,7 +120,7 @@ def test_extract_step_counts_the_path():
     raw = RawPage(key="k", source="s", url="https://bbs.example.com/thread-1-1-1.html",
                   html=discuz_thread(REPLIES).encode())
     out = runner.run(raw)
-    assert out.kept and "extract_path" not in out.kept[0].meta
+    assert out.kept
     assert out.events[("extract", "count", "path:thread:discuz")] == 1
 
 

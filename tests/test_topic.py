@@ -68,6 +68,13 @@ def test_training_is_byte_for_byte_reproducible_and_learns(tmp_path):
     assert first.read_bytes() != b"" and first.read_bytes() == second.read_bytes()
     result = evaluate(TopicModel(str(first)), [("篮球 比赛 进球", "sports"), ("沪指 涨停", "stocks")])
     assert result == {"accuracy": 1.0, "per_label": {"sports": 1.0, "stocks": 1.0}, "n": 2}
+    pairs = [("篮球 比赛 进球", "sports"), ("沪指 涨停", "sports")]            # the second is "wrong" on purpose
+    scores = [TopicModel(str(first)).predict(text)[1] for text, _ in pairs]
+    cut = (min(scores) + max(scores)) / 2 if scores[0] != scores[1] else 2.0
+    result = evaluate(TopicModel(str(first)), pairs, min_score=cut)
+    covered = [s >= cut for s in scores]
+    assert result["covered"] == sum(covered) / 2
+    assert result["accuracy_covered"] == ((1.0 if covered[0] else 0.0) if any(covered) else 0.0)
     with pytest.raises(ValueError, match="at least two labels"):
         train_topic([("a b", "x")], str(tmp_path / "c.bin"))
 
@@ -97,6 +104,9 @@ def test_cli_train_and_eval(tmp_path):
     evaluated = wudao("eval", "--data", str(data), "--model", str(model))
     assert evaluated.returncode == 0 and evaluated.stdout.count("\n") == 1
     assert json.loads(evaluated.stdout) == {"accuracy": 1.0, "per_label": {"sports": 1.0, "stocks": 1.0}, "n": 120}
+    covered = wudao("eval", "--data", str(data), "--model", str(model), "--min-score", "0")
+    assert {k: v for k, v in json.loads(covered.stdout).items() if k.endswith("covered")} == \
+        {"covered": 1.0, "accuracy_covered": 1.0}
     bundled = wudao("eval", "--data", str(data))                       # no --model: the bundled model
     assert json.loads(bundled.stdout)["per_label"]["sports"] == 1.0
     missing = wudao("eval", "--data", str(data), "--model", str(tmp_path / "none.bin"))
