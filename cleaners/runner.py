@@ -141,8 +141,8 @@ class ExtractStep(Step):
 
     def apply(self, raw: RawPage) -> Counted:
         """The document, or the reason; the `chars` histogram of the extracted text ("before" the steps) and the
-        extraction path it took (`path:precision`, `path:discussion`, `path:recall`, `path:thread:<engine>`; see
-        ExtractResult)."""
+        extraction path it took (`path:precision`, `path:precision:confident`, `path:discussion`, `path:recall`,
+        `path:thread:<engine>`; see ExtractResult)."""
         doc, path = self.extractor.process_with_path(raw)
         if isinstance(doc, str):
             return Counted(doc)

@@ -298,3 +298,25 @@ def test_title_is_not_repeated_as_the_first_line():
     assert result is not None and result.title == "River festival returns"
     assert result.text.startswith("The river festival returned")
     assert "River festival returns" not in result.text
+
+
+def test_confident_main_pass_skips_the_fallback_comparison_and_keeps_its_text(corpus_samples, monkeypatch):
+    """A long real article takes the main pass alone (`precision:confident`) and gets the text the full comparison
+    gives; a short page still goes through the comparison; confident_chars=None always compares."""
+    from trafilatura import core
+    folder = corpus_samples / "web/html_groundtruth/article-extraction-benchmark/html"
+    confident = []
+    for path in sorted(folder.glob("*.html.gz"))[:12]:
+        html = gzip.decompress(path.read_bytes())
+        compared, result = extract_html(html, confident_chars=None), extract_html(html)
+        assert compared.path == "precision"
+        if result.path == "precision:confident":
+            confident.append(html)
+            assert (result.text, result.title) == (compared.text, compared.title) and len(result.text) >= 500
+    assert len(confident) >= 8
+
+    calls = []
+    real = core.compare_extraction
+    monkeypatch.setattr(core, "compare_extraction", lambda *args: calls.append(1) or real(*args))
+    assert extract_html(confident[0]).path == "precision:confident" and calls == []
+    assert extract_html(ARTICLE_EN).path == "precision" and calls == [1]    # 330 characters: under the bar

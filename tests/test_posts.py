@@ -187,3 +187,14 @@ def test_forum_engines(engine, post):
                                     + post.replace("{n}", str(n)).format(text) + "</div>"
                                     for n, text in enumerate(texts)) + "</body></html>"
     assert find_posts(fromstring(html), "https://example.com/x") == (engine, [[t] for t in texts])
+
+
+def test_a_known_engine_thread_is_not_sent_through_trafilatura(monkeypatch):
+    from trafilatura import core
+
+    def fail(*args, **kwargs):
+        raise AssertionError("trafilatura ran on a known engine's thread")
+
+    monkeypatch.setattr(core, "trafilatura_sequence", fail)
+    result = extract_html(discuz_thread(REPLIES), url="https://bbs.example.com/thread-1-1-1.html")
+    assert result.path == "thread:discuz" and all(reply in result.text for reply in REPLIES)
