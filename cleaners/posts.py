@@ -43,7 +43,9 @@ ENGINES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "//*[starts-with(@id, 'post_message_')] | //blockquote[contains(@class, 'postcontent')]"),
     ("phpbb", "", ("postbody",), "//div[contains(concat(' ', @class, ' '), ' postbody ')]//div[@class='content']"),
     ("xenforo", "", ("bbWrapper",), "//article[contains(@class, 'message')]//div[contains(@class, 'bbWrapper')]"),
-    ("discourse", "", ("cooked",), "//div[contains(concat(' ', @class, ' '), ' cooked ')]"),
+    ("discourse", "", ("cooked", "crawler-post"),
+     "//div[contains(concat(' ', @class, ' '), ' cooked ')]"
+     " | //div[contains(concat(' ', @class, ' '), ' crawler-post ')]/div[@itemprop='text']"),
     ("invision", "", ("ipsType_richText",), "//div[@data-role='commentContent']"),
     ("vanilla", "", ("userContent",),
      "//div[contains(concat(' ', @class, ' '), ' Message ') and contains(concat(' ', @class, ' '), ' userContent ')]"),

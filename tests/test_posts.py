@@ -198,3 +198,20 @@ def test_a_known_engine_thread_is_not_sent_through_trafilatura(monkeypatch):
     monkeypatch.setattr(core, "trafilatura_sequence", fail)
     result = extract_html(discuz_thread(REPLIES), url="https://bbs.example.com/thread-1-1-1.html")
     assert result.path == "thread:discuz" and all(reply in result.text for reply in REPLIES)
+
+
+def test_discourse_crawler_view_keeps_each_post_body_without_meta():
+    """Discourse serves crawlers `div.topic-body.crawler-post` blocks: author and time in `crawler-post-meta`,
+    the body in `div.post[itemprop=text]` (seen on community.home-assistant.io and answers.netlify.com)."""
+    bodies = ["My install is stuck on the starting screen after the update.",
+              "Try disabling the custom integration and restarting.",
+              "That fixed it, thanks!"]
+    posts = "".join(
+        f"<div id='post_{n}' class='topic-body crawler-post'><div class='crawler-post-meta'>"
+        f"<span class='creator'><a href='/u/user{n}'>user{n}</a></span><span class='crawler-post-infos'>"
+        f"<time class='post-time'>May 3, 2024</time></span></div>"
+        f"<div class='post' itemprop='text'><p>{body}</p><aside class='quote'><blockquote>quoted</blockquote>"
+        f"</aside></div></div>" for n, body in enumerate(bodies, 1))
+    html = f"<html><body><div id='main-outlet'><h1>Stuck on starting</h1>{posts}</div></body></html>"
+    engine, found = find_posts(fromstring(html), "https://community.example.org/t/stuck/724779")
+    assert engine == "discourse" and found == [[body] for body in bodies]
