@@ -393,6 +393,8 @@ def main() -> None:
         ("extract_html, include_comments=True", lambda h, u: ours_extract_html(h, u, include_comments=True)),
         ("extract_html, include_tables=False", lambda h, u: ours_extract_html(h, u, include_tables=False)),
         ("extract_html, fast=True", lambda h, u: ours_extract_html(h, u, fast=True)),
+        ("extract_html, confident_chars=None (fallback comparison on every page)",
+         lambda h, u: ours_extract_html(h, u, confident_chars=None)),
         ("extract_html, threads=False", lambda h, u: ours_extract_html(h, u, threads=False)),
         ("extract_html, favor_recall=True, favor_precision=False",
          lambda h, u: ours_extract_html(h, u, favor_recall=True, favor_precision=False)),
