@@ -5,8 +5,10 @@
       -> per-session LCCC-style rules (erase platform tags, URLs, contact numbers, names; cut repeats; split
          sessions at noise that cannot be erased)                       cleaners/dialogue/rules.py
       -> ad replies, generic replies (shuffles across sessions)         pipelines/dialogue_stages.py
+      -> a quality score per session, `min_score` filter                cleaners/dialogue/quality.py
       -> exact and MinHash dedup of sessions (the web-text dedup stages, on the joined turns)
-      -> corpus/ JSONL.gz {"id", "turns", "lang", "source", "dataType": "dialogue"}, rejects/, stats.json
+      -> corpus/ JSONL.gz {"id", "turns", "lang", "source", "dataType": "dialogue", "meta", "scores"}, rejects/,
+         stats.json
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ READ_STAGE = "read"
 #: the session rules' stages, in order (cleaners/dialogue/rules.py)
 RULES_STAGES = ("dialogue_erase", "dialogue_names", "dialogue_repeats", "dialogue_judge")
 POSTS = "posts"
+QUALITY_STAGE = "dialogue_quality"
 
 
 class ReadDialogues(beam.DoFn):
@@ -92,10 +95,11 @@ def stage_order(config: dict[str, Any]) -> list[str]:
 
     order = [READ_STAGE, "threads", *RULES_STAGES]
     order += [name for name in ("ad_replies", "generic_replies") if (config.get(name) or {}).get("enabled", True)]
-    return order + stage_names(config)
+    return order + [QUALITY_STAGE] + stage_names(config)
 
 
 def build_dialogue_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str, config: dict[str, Any]) -> None:
+    from cleaners.dialogue.quality import QualityStep
     from cleaners.dialogue.rules import SessionCleaner
     from cleaners.recipe import build_section_steps
     from pipelines.dedup.stages import apply_dedup
@@ -114,7 +118,7 @@ def build_dialogue_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: 
     sessions = ((read.sessions, threads.kept) | "AllSessions" >> beam.Flatten()
                 | "SpreadSessions" >> beam.Reshuffle())
     rules = build_section_steps(SessionCleaner, config, "rules")
-    cleaned = sessions | "Rules" >> beam.ParDo(RunSteps(rules, prepare=with_language)).with_outputs(
+    cleaned = sessions | "Rules" >> beam.ParDo(RunSteps(rules, prepare=with_language, live_kept=False)).with_outputs(
         ledger.REJECTS, ledger.COUNTS, main="sessions")
     rejects = [read[ledger.REJECTS], threads.rejects, cleaned[ledger.REJECTS]]
     counts = [read[ledger.COUNTS], threads.counts, cleaned[ledger.COUNTS]]
@@ -127,7 +131,12 @@ def build_dialogue_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: 
         current = out.kept
         rejects.append(out.rejects)
         counts.append(out.counts)
-    records = current | "ToRecords" >> beam.Map(session_to_record)
+    quality = build_section_steps(QualityStep, config, "quality")
+    scored = current | "Quality" >> beam.ParDo(RunSteps(quality)).with_outputs(
+        ledger.REJECTS, ledger.COUNTS, main="sessions")
+    rejects.append(scored[ledger.REJECTS])
+    counts.append(scored[ledger.COUNTS])
+    records = scored.sessions | "ToRecords" >> beam.Map(session_to_record)
     kept, dedup_rejects, dedup_counts = apply_dedup(records, config)
     kept = kept | "DropContent" >> beam.Map(_drop_content)
     write_outputs(kept, [*rejects, *dedup_rejects], [*counts, *dedup_counts], output, config, stage_order(config),

@@ -1,7 +1,9 @@
-"""Dialogue stages that need a view of the whole corpus, built from Beam shuffles only (no global side inputs).
+"""Dialogue stages that need a view of the whole corpus, built from Beam shuffles (and one singleton side input:
+the number of sessions, which scales the ad limit).
 
 - `ThreadsToSessions`: thread dumps of posts (`id`, `parent_id`) -> one session per root-to-leaf path.
-- `AdReplies`: a reply that follows too many different contexts is an advertisement (LCCC).
+- `AdReplies`: a reply with ad cues that follows many different contexts, or any reply that follows far more
+  than the corpus size makes likely, is an advertisement (LCCC, `cleaners.dialogue.ads`).
 - `GenericReplies`: a reply mostly made of trigrams seen in very many sessions is generic (LCCC).
 
 The session rules follow LCCC (Wang, Ke, Zhang, Huang, Zhu, Huang 2020, "A Large-Scale Chinese Short-Text
@@ -121,47 +123,65 @@ def _stage_output(split, bad, stage: str) -> StageOutput:
 # ---------------------------------------------------------------- advertisement replies
 
 class AdReplies(beam.PTransform):
-    """Sessions -> sessions without replies that follow more than `max_contexts` distinct preceding turns.
+    """Sessions -> sessions without advertisement replies (LCCC section 3.2: a reply that follows many different
+    contexts), split there.
 
-    LCCC (section 3.2) treats a reply seen after many different contexts as an advertisement. Turns are compared
-    normalized (`normalize_turn`); replies shorter than `min_reply_chars` (default 8, our choice) are never ads:
-    short stock replies follow every kind of context and are the generic-reply rule's business. Shuffles: (reply,
-    context) pairs -> distinct contexts per reply with a capped combiner -> flagged replies joined to the sessions
-    that hold them -> sessions regrouped and split there (reason `ad-reply` when no fragment of 2+ turns survives).
-    Sessions that are not valid: `bad-input`."""
+    A reply of at least `min_reply_chars` (default 8, our choice: short stock replies follow every kind of context
+    and are the generic-reply rule's business) is an ad when it follows more than `max_contexts` (LCCC's 5)
+    distinct preceding turns *and* carries ad cues (`cleaners.dialogue.ads.looks_like_ad`: a contact, or two of
+    promotional wording, a call to action, a price), or when it follows more than `plain_limit(sessions)` distinct
+    contexts whatever its text: `max(min_plain_contexts, plain_contexts_per_session * sessions)` (defaults 50 and
+    0.001: a reply after one context in a thousand sessions), because a factual answer repeats as often as its
+    question does, and LCCC's 5 was counted over millions of Weibo sessions. Turns are compared normalized
+    (`normalize_turn`); distinct contexts are counted exactly (`Distinct` then `Count.PerKey`), and the session
+    count is a singleton side input. Shuffles: (reply, context) pairs -> distinct pairs -> contexts per reply ->
+    flagged replies joined to the sessions that hold them -> sessions split (reason `ad-reply` when no fragment of
+    2+ turns survives). Sessions that are not valid: `bad-input`."""
 
-    def __init__(self, stage: str = "ad_replies", max_contexts: int = 5, min_reply_chars: int = 8):
+    def __init__(self, stage: str = "ad_replies", max_contexts: int = 5, min_reply_chars: int = 8,
+                 min_plain_contexts: int = 50, plain_contexts_per_session: float = 0.001):
         super().__init__()
-        if max_contexts < 1:
-            raise ValueError(f"max_contexts must be at least 1, got {max_contexts}")
-        if min_reply_chars < 0:
-            raise ValueError(f"min_reply_chars must be >= 0, got {min_reply_chars}")
+        if max_contexts < 1 or min_plain_contexts < max_contexts:
+            raise ValueError(f"need 1 <= max_contexts <= min_plain_contexts, got {max_contexts}, {min_plain_contexts}")
+        if min_reply_chars < 0 or plain_contexts_per_session < 0:
+            raise ValueError("min_reply_chars and plain_contexts_per_session must be >= 0")
         self.stage, self.max_contexts, self.min_reply_chars = stage, max_contexts, min_reply_chars
+        self.min_plain_contexts, self.plain_contexts_per_session = min_plain_contexts, plain_contexts_per_session
+
+    def plain_limit(self, sessions: int) -> int:
+        """Distinct contexts a reply without ad cues may follow in a corpus of `sessions` sessions."""
+        return max(self.min_plain_contexts, int(self.plain_contexts_per_session * sessions))
 
     def expand(self, sessions):
+        from cleaners.dialogue.ads import looks_like_ad
+
         checked = (sessions | "Validate" >> beam.FlatMap(_validate_sessions(self.stage)).with_output_types(Any)
                    .with_outputs("bad", main="ok"))
         sessions = checked.ok
-
-        min_chars = self.min_reply_chars
+        min_chars, max_contexts, plain_limit = self.min_reply_chars, self.max_contexts, self.plain_limit
 
         def reply_contexts(session: Session):
-            # short replies ("哈哈", "好的") follow every context: they are generic, not ads (generic_replies)
             hashes = [turn_hash(turn) for turn in session.turns]
             for i in range(1, len(hashes)):
                 if len(normalize_turn(session.turns[i])) >= min_chars:
-                    yield hashes[i], hashes[i - 1]
+                    yield (hashes[i], looks_like_ad(session.turns[i])), hashes[i - 1]
 
         def reply_places(session: Session):
             key = join_key(session)
             for reply in sorted({turn_hash(turn) for turn in session.turns[1:]}):
                 yield reply, key
 
-        limit = self.max_contexts
+        def over_limit(item, total: int):
+            (reply, cued), contexts = item
+            if contexts > (max_contexts if cued else plain_limit(total)):
+                yield reply, True
+
+        total = sessions | "CountSessions" >> beam.combiners.Count.Globally()
         ads = (sessions
                | "ReplyContexts" >> beam.FlatMap(reply_contexts)
-               | "DistinctContexts" >> beam.CombinePerKey(CappedDistinct(limit + 1))
-               | "OverLimit" >> beam.Filter(lambda kv: kv[1] > limit))
+               | "DistinctPairs" >> beam.Distinct()
+               | "ContextsPerReply" >> beam.combiners.Count.PerKey()
+               | "OverLimit" >> beam.FlatMap(over_limit, total=beam.pvalue.AsSingleton(total)))
         flagged = ({"ads": ads, "places": sessions | "ReplyPlaces" >> beam.FlatMap(reply_places)}
                    | "JoinAds" >> beam.CoGroupByKey()
                    | "FlagPlaces" >> beam.FlatMap(

@@ -53,9 +53,10 @@ def test_planted_cases(sample_run):
     assert ["周末去爬山吗？听说山顶的枫叶红了。", "好啊好啊好啊，几点出发？", "早上七点在地铁站集合吧。"] in sessions
     # a too-short turn splits its session; the two-turn fragment after it is kept
     assert ["哪一题不会？我可以帮你看看。", "第三题，关于函数的那道。"] in sessions
-    # the advertisement reply under 7 contexts is gone everywhere
+    # the advertisement reply under 7 contexts is gone everywhere: the web-text ad list catches it first
     assert "加微信领取优惠券" not in text
-    assert stats_reason(stats, "ad_replies", "ad-reply") == 7
+    judge = next(s for s in stats["stages"] if s["stage"] == "dialogue_judge")
+    assert judge["counts"]["utt-dropped:wordlist:zh_ads"] == 7
     # the thread: two root-to-leaf paths of the branching thread, the orphan reply, a counted cycle
     assert ["求推荐适合新手的相机，预算三千左右。", "入门微单就够了，二手的性价比更高。",
             "二手的会不会有问题？怎么挑比较好？", "看快门次数和外观，最好当面验机。"] in sessions

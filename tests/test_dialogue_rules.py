@@ -110,6 +110,18 @@ def test_words_and_top_share():
     ("今天天气真好我们一起去公园散步吧", True, None),
     ("ok then", True, "no-chinese"),
     ("ok then", False, None),
+    # Chinese sessions tolerate digits, times, prices, units, codes, names and placeholders
+    ("9:00-18:30;19:00-21:30。", True, None),
+    ("010-<PHONE>。", True, None),
+    ("FRF80,000,000(estimated)。", True, None),
+    ("Sandee Chan。", True, None),
+    ("5km, 2 hrs", True, None),
+    # ... but not other-language chatter, another script, or punctuation alone
+    ("thank you so much", True, "no-chinese"),
+    ("ありがとう", True, "no-chinese"),
+    ("？？", True, "no-chinese"),
+    # the web-text term lists, one hit is enough in an utterance
+    ("这里有网络赌博的群吗", True, "wordlist:zh_gambling"),
 ])
 def test_judge(cleaner, text, chinese, expected):
     assert cleaner.judge(text, chinese) == expected
@@ -286,3 +298,43 @@ def test_real_lccc_sample(corpus_samples):
     assert totals[f"{STAGE}|in"] == 2000
     assert balanced(totals)
     assert totals[f"{STAGE}|out"] >= 0.98 * 2000
+
+
+def test_a_reply_that_copies_its_context_splits_the_session(cleaner):
+    turns = ["今天去看电影吗", "好啊，看哪一部", "好啊，看哪一部", "就看新上映的那部科幻片", "行，晚上七点见"]
+    out = process(cleaner, Session(turns=turns, key="k", lang="zh"))
+    assert [f.turns for f in out.fragments] == [turns[:2], turns[3:]]
+    assert out.counts[f"{STAGE}|count|utt-dropped:copies-context"] == 1
+    assert [f.meta["turn_span"] for f in out.fragments] == ["0-1", "3-4"]
+
+
+def test_long_sessions_are_cut_into_windows_of_at_most_30_turns(cleaner):
+    turns = [f"这是第{i}句话，我们继续聊天吧" for i in range(70)]
+    session = Session(turns=turns, key="long", lang="zh")
+    out = process(cleaner, session)
+    assert [f.turns for f in out.fragments] == [turns[:23], turns[23:47], turns[47:]]
+    assert [f.meta["turn_span"] for f in out.fragments] == ["0-22", "23-46", "47-69"]
+    assert all(f.meta["fragment_of"] == session.id for f in out.fragments)
+    assert out.counts[f"{STAGE}|count|windows"] == 2 and out.counts[f"{STAGE}|created"] == 2
+    exactly = process(cleaner, Session(turns=turns[:30], key="thirty", lang="zh"))
+    assert [f.turns for f in exactly.fragments] == [turns[:30]]
+    with pytest.raises(ValueError):
+        SessionCleaner(max_turns=3)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("太好笑了😂😂👍🏻", "太好笑了"),
+    ("晚安❤️", "晚安"),
+    ("今天的风景真美（分享自 @旅行日记）", "今天的风景真美"),
+    ("刚到家 发自我的iPhone", "刚到家"),
+    ("不错 来自微博安卓客户端", "不错"),
+])
+def test_emoji_and_platform_marks_are_erased(cleaner, text, expected):
+    out = process(cleaner, Session(turns=[text, "是吗，那挺好的"], key="e", lang="zh"))
+    assert out.fragments[0].turns[0] == expected
+
+
+def test_edited_turns_follow_the_fragments(cleaner):
+    turns = ["看 http://t.cn/abc 这个", "好的我看看", "x", "还有这个 http://t.cn/def", "收到了谢谢"]
+    out = process(cleaner, Session(turns=turns, key="k", lang="zh"))
+    assert [f.edited_turns for f in out.fragments] == [(0,), (0,)]

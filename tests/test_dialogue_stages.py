@@ -204,3 +204,40 @@ def test_generic_replies_bad_parameters():
         GenericReplies(max_cover=1.5)
     with pytest.raises(ValueError):
         AdReplies(max_contexts=0)
+
+
+def test_a_factual_answer_repeated_after_many_questions_is_no_ad():
+    """KdConv-style travel dialogue: the same duration answer follows 10 different questions; without ad cues it is
+    kept (LCCC's limit of 5 applies to replies with cues only), while an answer with a contact cue is removed."""
+    answer, ad = "1小时-2小时就够了。", "门票打折，加微信<WECHAT>领取"
+    sessions = [Session([f"景点{i}适合游玩多久呢？", answer, f"景点{i}的门票多少钱？", ad], key=f"t{i}")
+                for i in range(10)]
+    kept, _, total, _ = run(AdReplies(), sessions)
+    assert by_key(kept) == {f"t{i}@0-2": [f"景点{i}适合游玩多久呢？", answer, f"景点{i}的门票多少钱？"]
+                            for i in range(10)}
+    assert total["ad_replies|count|replies-removed"] == 10 and balanced(total, "ad_replies")
+
+
+def test_a_reply_without_cues_is_an_ad_past_the_corpus_scaled_limit():
+    spam = "每天都来看看这条回复"
+    sessions = [Session([f"话题{i}", spam], key=f"p{i}") for i in range(60)]
+    kept, _, total, _ = run(AdReplies(min_plain_contexts=50), sessions)   # 60 contexts > max(50, 0.001 * 60)
+    assert kept == [] and total["ad_replies|drop|ad-reply"] == 60
+    kept, _, _, _ = run(AdReplies(min_plain_contexts=50, plain_contexts_per_session=1.0), sessions)  # limit 60
+    assert len(kept) == 60
+    assert AdReplies().plain_limit(1_000_000) == 1000 and AdReplies().plain_limit(1000) == 50
+    with pytest.raises(ValueError):
+        AdReplies(max_contexts=10, min_plain_contexts=5)
+
+
+@pytest.mark.parametrize("text, is_ad", [
+    ("加微信<WECHAT>了解更多", True),            # a contact alone
+    ("全场包邮，点击链接下单", True),             # promo + call to action
+    ("Huge discount, click here", True),
+    ("旺季60元，淡季40元。", False),              # a price alone is a fact
+    ("这个景点的地址在哪呢？", False),
+    ("我很关注这个问题", False),                  # a call-to-action word alone
+])
+def test_ad_cues(text, is_ad):
+    from cleaners.dialogue.ads import looks_like_ad
+    assert looks_like_ad(text) is is_ad

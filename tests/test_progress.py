@@ -346,8 +346,8 @@ def test_dialogue_run_progress_matches_stats(monkeypatch, tmp_path):
 
     inputs = sample_inputs("dialogue_sample")
     stats, totals = _run_on_a_terminal(monkeypatch, run_dialogue, inputs, tmp_path / "out", [])
-    rules = next(s for s in stats["stages"] if s["stage"] == "dialogue_judge")   # the last per-session stage
-    assert totals == _expected(stats, inputs, kept=rules["out"])
+    scored = next(s for s in stats["stages"] if s["stage"] == "dialogue_quality")   # the last per-session stage
+    assert totals == _expected(stats, inputs, kept=scored["out"])
     assert totals["dropped"] > 0
 
 

@@ -16,7 +16,11 @@ Erasing, in this order (each step counted as `utt-edited:<rule>` when it changes
 - ``hashtag``: Weibo topics ``#话题#`` (1-40 characters, not starting or ending with a space, so "C# and F#"
   stays) are removed.
 - ``emoticon``: Weibo emoticon codes ``[哈哈]`` (1-6 Chinese characters, or ``[doge]``) are removed.
-- ``platform-text``: Weibo's default texts ``转发微博`` / ``轉發微博`` and the link label ``网页链接`` are removed.
+- ``platform-text``: Weibo's default texts ``转发微博`` / ``轉發微博``, the link label ``网页链接``, repost marks
+  (``【转】``), share and client marks (``（分享自 @...）``, ``发自我的iPhone``, ``来自...客户端``, "Sent from my
+  iPhone") are removed.
+- ``emoji``: emoji and pictographs (with their variation selectors, joiners and skin tones) are removed; LCCC
+  removes emoticons and special characters.
 - ``pii``: personal data goes through `cleaners.pii.scrub_with_counts`, the same step as web text: phones, QQ
   numbers, emails, ids, cards, IPs become typed placeholders (``<PHONE>``, ``<QQ>``, ...). Placeholders, not
   deletion, so the reply keeps its shape ("call me at <PHONE>"); counts go to ``count|pii:<type>``.
@@ -32,7 +36,17 @@ one character), ``top-words`` (top-3 words cover more than 75% of the words; LCC
 is not available here, so a Chinese character is a word and other text splits into letter/digit runs; the rule
 needs at least `top_words_min_words` words so "好的好的" survives), ``no-chinese`` (a Chinese session needs a
 Chinese character in every utterance; a session is Chinese when `lang` starts with "zh", or when `lang` is
-unknown and most of its letters are Chinese characters).
+unknown and most of its letters are Chinese characters; `fits_chinese_session`: digits, times, prices, units,
+codes, Latin names and placeholders fit a Chinese session, other-language chatter, other scripts and bare
+punctuation do not), ``wordlist:<list>`` (more than `max_wordlist_hits`, default 0, hits of the web-text term lists:
+ads, gambling, porn; `cleaners/filters/wordlist.py`), ``copies-context`` (a reply equal to the turn before it,
+normalized: LCCC and EVA drop context-copying responses).
+
+Sessions longer than `max_turns` (30, as EVA's WDC-Dialogue keeps them; Zhou et al. 2021, "EVA: An Open-Domain
+Chinese Dialogue System with Large-Scale Generative Pre-Training") are cut into the fewest windows of at most that
+many turns, of near-equal size (counted as `windows`). Every piece of a longer session records `fragment_of` (the
+input session's id) and `turn_span` in its meta, and which of its turns the rules changed (`edited_turns`, for the
+quality score of `cleaners/dialogue/quality.py`).
 """
 from __future__ import annotations
 
@@ -42,7 +56,8 @@ from collections import Counter
 from typing import Any, Callable, ClassVar
 
 from cleaners.dialogue.records import Session, session_id
-from cleaners.dialogue.sessions import runs_between
+from cleaners.dialogue.sessions import fragment_meta, normalize_turn, runs_between
+from cleaners.filters.wordlist import WordList
 from cleaners.han import HAN_RANGES, HAN_RE
 from cleaners.pii import scrub_with_counts
 from cleaners.step import Counted, Step
@@ -60,7 +75,22 @@ _REPOST_CHAIN_RE = re.compile(r"[ \t]*//[ \t]*@.*", re.DOTALL)
 _REPLY_PREFIX_RE = re.compile(r"^\s*回复\s*@[^\s:：]{1,30}\s*[:：]\s*")
 _HASHTAG_RE = re.compile(r"#(?![\s#])[^#\n]{0,38}[^\s#]#|#[^\s#]#")
 _EMOTICON_RE = re.compile(rf"\[(?:[{_HAN}]{{1,6}}|doge)\]", re.IGNORECASE)
-_PLATFORM_TEXT_RE = re.compile(r"转发微博|轉發微博|网页链接")
+_PLATFORM_TEXT_RE = re.compile(
+    r"转发微博|轉發微博|网页链接|【转】|【转载】|\[转\]"
+    r"|[（(]?\s*分享自\s*@?[^\s）)，。]{0,30}\s*[）)]?"
+    r"|发自我的\s*(?:iPhone|iPad|Android|手机)\S{0,12}|来自\s*\S{1,20}客户端"
+    r"|Sent from my (?:iPhone|iPad|Android|phone)", re.IGNORECASE)
+#: emoji and pictographs (Unicode's emoji blocks, dingbats and miscellaneous symbols) with their variation
+#: selector, zero-width joiner and skin-tone modifiers; LCCC removes emoticons and special characters
+_EMOJI_RE = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F\u200D\u20E3]+")
+#: letters of scripts that are neither Chinese nor Latin: kana, hangul, Cyrillic, Greek, Arabic, Hebrew, Thai
+_OTHER_SCRIPT_RE = re.compile("[\u3040-\u30FF\u31F0-\u31FF\uAC00-\uD7AF\u1100-\u11FF\u0370-\u03FF"
+                              "\u0400-\u04FF\u0590-\u05FF\u0600-\u06FF\u0E00-\u0E7F]")
+_LATIN_WORD_RE = re.compile("[A-Za-z\u00C0-\u024F]+")
+_ALNUM_RE = re.compile("[0-9A-Za-z\u00C0-\u024F]")
+#: unit and time abbreviations that stand next to numbers in Chinese text ("5km", "9:00 am")
+UNITS = frozenset({"am", "pm", "km", "kg", "cm", "mm", "ml", "mg", "kw", "kwh", "mb", "gb", "kb", "tb", "hz",
+                   "mhz", "ghz", "min", "sec", "hr", "hrs", "ft", "lb", "lbs", "oz", "mph", "kmh", "rmb", "usd"})
 _MENTION_RE = re.compile(rf"(?<![A-Za-z0-9_.%+-])@([{_HAN}A-Za-z0-9_-]{{1,30}})")
 
 #: speaker labels that name a role, not a person: they stay as they are.
@@ -90,6 +120,10 @@ def erase_emoticons(text: str) -> str:
 
 def erase_platform_text(text: str) -> str:
     return _PLATFORM_TEXT_RE.sub("", text)
+
+
+def erase_emoji(text: str) -> str:
+    return _EMOJI_RE.sub("", text)
 
 
 class NamePlaceholders:
@@ -166,6 +200,23 @@ def has_chinese(text: str) -> bool:
     return _HAN_RE.search(text) is not None
 
 
+def fits_chinese_session(text: str) -> bool:
+    """Whether an utterance belongs in a Chinese session: it has a Chinese character, or it is made of digits,
+    times, prices, units, codes, names and punctuation ("9:00-18:30。", "010-<PHONE>", "FRF80,000,000", "Sandee
+    Chan。"). Not: letters of another script (kana, hangul, Cyrillic, ...), two or more lowercase Latin words that
+    are not units ("thank you", "lol so funny": other-language chatter), or no letter, digit or placeholder at
+    all (punctuation and symbols only: junk)."""
+    if has_chinese(text):
+        return True
+    bare = _PLACEHOLDER_RE.sub(" ", text)
+    if _OTHER_SCRIPT_RE.search(bare):
+        return False
+    if not _ALNUM_RE.search(bare) and bare == text:
+        return False
+    chatter = [w for w in _LATIN_WORD_RE.findall(bare) if len(w) >= 2 and w.islower() and w not in UNITS]
+    return len(chatter) < 2
+
+
 def mostly_chinese(turns: list[str]) -> bool:
     """More Chinese characters than other letters over all turns (placeholders ignored)."""
     text = _PLACEHOLDER_RE.sub("", "".join(turns))
@@ -182,9 +233,16 @@ class SessionCleaner:
     def __init__(self, *, min_chars: int = 2, max_chars: int = 1000,
                  max_repeats: int = 3, max_repeat_unit_chars: int = 32, max_repeat_unit_words: int = 8,
                  top_words: int = 3, top_words_max_share: float = 0.75, top_words_min_words: int = 10,
-                 min_turns: int = 2, scrub_pii: bool = True) -> None:
+                 min_turns: int = 2, max_turns: int = 30, scrub_pii: bool = True,
+                 wordlists: list[str] | None = None, max_wordlist_hits: int = 0) -> None:
         if min_turns < 1 or max_repeats < 1 or min_chars > max_chars:
             raise ValueError("need min_turns >= 1, max_repeats >= 1 and min_chars <= max_chars")
+        if max_turns < 2 * min_turns or max_wordlist_hits < 0:
+            raise ValueError("need max_turns >= 2 * min_turns and max_wordlist_hits >= 0")
+        self.max_turns = max_turns
+        self.max_wordlist_hits = max_wordlist_hits
+        #: the web-text term lists (cleaners/filters/wordlist.py); [] turns the rule off
+        self.wordlists = None if wordlists == [] else WordList(lists=wordlists)
         self.min_chars, self.max_chars = min_chars, max_chars
         self.max_repeats = max_repeats
         self.max_repeat_unit_chars, self.max_repeat_unit_words = max_repeat_unit_chars, max_repeat_unit_words
@@ -198,6 +256,8 @@ class SessionCleaner:
     def setup(self) -> None:
         self._word_re = _word_repeat_re(self.max_repeats, self.max_repeat_unit_words)
         self._char_re = _char_repeat_re(self.max_repeats, self.max_repeat_unit_chars)
+        if self.wordlists is not None:
+            self.wordlists.setup()
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_word_re": None, "_char_re": None}
@@ -223,8 +283,13 @@ class SessionCleaner:
         if len(words) >= self.top_words_min_words and \
                 top_words_share(words, self.top_words) > self.top_words_max_share:
             return "top-words"
-        if chinese and not has_chinese(text):
+        if chinese and not fits_chinese_session(text):
             return "no-chinese"
+        if self.wordlists is not None:
+            hits = self.wordlists.count_hits(text)
+            worst = max(hits, key=lambda name: (hits[name], name), default=None)
+            if worst is not None and hits[worst] > self.max_wordlist_hits:
+                return f"wordlist:{worst}"
         return None
 
     # -- helpers ----------------------------------------------------------------------------------------------
@@ -238,6 +303,7 @@ class SessionCleaner:
         steps: list[tuple[str, Callable[[str], str]]] = [
             ("url", erase_urls), ("repost-chain", erase_repost_chain), ("reply-prefix", erase_reply_prefix),
             ("hashtag", erase_hashtags), ("emoticon", erase_emoticons), ("platform-text", erase_platform_text),
+            ("emoji", erase_emoji),
         ]
         original = text
         for rule, erase in steps:
@@ -269,20 +335,29 @@ class SessionCleaner:
         return self._edited("repeat", text, cut_repeats(text, self._word_re, self._char_re, self.max_repeats),
                             counts)
 
+    def windows(self, run: list[int]) -> list[list[int]]:
+        """A run longer than `max_turns` cut into the fewest windows of at most `max_turns` turns, of near-equal
+        size (EVA / WDC-Dialogue keeps sessions of at most 30 turns; Zhou et al. 2021)."""
+        if len(run) <= self.max_turns:
+            return [run]
+        parts = -(-len(run) // self.max_turns)
+        bounds = [round(i * len(run) / parts) for i in range(parts + 1)]
+        return [run[a:b] for a, b in zip(bounds, bounds[1:])]
+
     def _fragments(self, session: Session, kept: list[list[int]], cleaned: list[str],
                    speakers: list[str] | None, n_turns: int) -> list[Session]:
         whole = len(kept) == 1 and len(kept[0]) == n_turns
         fragments = []
         for number, run in enumerate(kept, 1):
             turns = [cleaned[i] for i in run]
+            start, stop = run[0], run[-1] + 1
             unchanged = whole and not session.edited
-            meta = dict(session.meta)
-            if not whole:
-                meta["fragment_of"] = session.id
             fragments.append(Session(
                 turns=turns, id=session.id if unchanged else session_id(turns), source=session.source,
                 key=session.key if whole else f"{session.key}/fragment-{number}", lang=session.lang,
-                speakers=None if speakers is None else [speakers[i] for i in run], meta=meta))
+                speakers=None if speakers is None else [speakers[i] for i in run],
+                meta=dict(session.meta) if whole else fragment_meta(session, start, stop),
+                edited_turns=session.edited_within(start, stop)))
         return fragments
 
 
@@ -300,8 +375,9 @@ class _RuleStep(Step):
         self.rules.ready()
 
     def _with(self, session: Session, turns: list[str], counts: Counter[str], **changes: Any) -> Counted:
-        edited = session.edited or turns != list(session.turns)
-        return Counted(dataclasses.replace(session, turns=turns, edited=edited, **changes), dict(counts))
+        edited = set(session.edited_turns) | {i for i, (old, new) in enumerate(zip(session.turns, turns)) if old != new}
+        return Counted(dataclasses.replace(session, turns=turns, edited_turns=tuple(sorted(edited)), **changes),
+                       dict(counts))
 
 
 class EraseStep(_RuleStep):
@@ -358,14 +434,19 @@ class JudgeStep(_RuleStep):
         counts: Counter[str] = Counter()
         chinese = session.lang.startswith("zh") or (not session.lang and mostly_chinese(cleaned))
         failures = [rules.judge(turn, chinese) for turn in cleaned]
+        for i in range(1, len(cleaned)):        # a reply that repeats the turn it answers adds nothing
+            if failures[i] is None and normalize_turn(cleaned[i]) == normalize_turn(cleaned[i - 1]):
+                failures[i] = "copies-context"
         for reason in failures:
             if reason:
                 counts[f"utt-dropped:{reason}"] += 1
         runs = _good_runs(failures)
-        kept = [run for run in runs if len(run) >= rules.min_turns]
+        kept = [window for run in runs if len(run) >= rules.min_turns for window in rules.windows(run)]
         for run in runs:
             if len(run) < rules.min_turns:
                 counts["utt-dropped:too-few-turns"] += len(run)
+            elif len(run) > rules.max_turns:
+                counts["windows"] += len(rules.windows(run)) - 1
         if not kept:
             return Counted(_main_reason(failures), dict(counts))
         return Counted(rules._fragments(session, kept, cleaned, session.speakers, len(cleaned)), dict(counts))

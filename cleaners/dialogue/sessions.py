@@ -62,8 +62,19 @@ def split_session(session: Session, removed: set[int], min_turns: int = MIN_FRAG
             speakers = session.speakers[start:end] if session.speakers is not None else None
             fragments.append(Session(turns=turns, id=session_id(turns), source=session.source,
                                      key=f"{session.key}@{start}-{end - 1}", lang=session.lang,
-                                     speakers=speakers, meta=dict(session.meta)))
+                                     speakers=speakers, meta=fragment_meta(session, start, end),
+                                     edited_turns=session.edited_within(start, end)))
     return fragments
+
+
+def fragment_meta(session: Session, start: int, stop: int) -> dict[str, Any]:
+    """Meta of the piece turns start..stop-1 of `session`: `fragment_of` names the input session (the first one
+    split, when a fragment is split again) and `turn_span` ("first-last") the positions in it."""
+    meta = dict(session.meta)
+    offset = int(str(meta.get("turn_span", "0-0")).split("-")[0])
+    meta.setdefault("fragment_of", session.id)
+    meta["turn_span"] = f"{offset + start}-{offset + stop - 1}"
+    return meta
 
 
 # -- trigram units of the generic-reply rule --------------------------------------------------------------
