@@ -91,3 +91,18 @@ def test_real_dialogue_samples_all_formats(corpus_samples, tmp_path, capsys):
     assert totals["records_in"] + totals.get("created", 0) == totals["kept"] + totals["dropped"]
     assert totals["kept"] >= 0.9 * read["out"]          # real chit-chat is mostly clean
     print(capsys.readouterr().out)                       # the kept / dropped report, in the test log
+
+
+@pytest.mark.slow
+def test_clean_knowledge_grounded_dialogue_stays_whole(tmp_path):
+    """KdConv travel (held out in bench/data/dialogue): repeated factual answers ("1小时-2小时。") and turns
+    without Chinese characters ("9:00-18:30。") are no noise; at least 97% of the sessions come out in one piece."""
+    path = Path(__file__).resolve().parents[1] / "bench/data/dialogue/kdconv_travel_dev.json.gz"
+    stats = run_dialogue([str(path)], str(tmp_path), None, [])
+    corpus = read_rows(tmp_path / "corpus")
+    sessions_in = next(s for s in stats["stages"] if s["stage"] == "read")["out"]
+    whole = [r for r in corpus if "fragment_of" not in r.get("meta", {})]
+    assert sessions_in == 150 and len(whole) >= 0.97 * sessions_in
+    text = "\n".join(turn for r in corpus for turn in r["turns"])
+    assert text.count("1小时 - 2小时。") >= 5 and "9:00-18:30" in text
+    assert all(r["scores"]["dialogue_quality"] > 0.5 for r in corpus)

@@ -231,7 +231,8 @@ def test_a_reply_without_cues_is_an_ad_past_the_corpus_scaled_limit():
 
 
 @pytest.mark.parametrize("text, is_ad", [
-    ("加微信<WECHAT>了解更多", True),            # a contact alone
+    ("加微信<WECHAT>了解更多", True),            # a request to make contact alone
+    ("景区电话是<PHONE>。", False),              # a contact detail alone answers a question
     ("全场包邮，点击链接下单", True),             # promo + call to action
     ("Huge discount, click here", True),
     ("旺季60元，淡季40元。", False),              # a price alone is a fact
