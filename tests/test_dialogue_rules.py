@@ -105,6 +105,8 @@ def test_words_and_top_share():
     ("好", True, "too-short"),
     ("<NAME1>", False, "too-short"),          # a placeholder is one character
     ("好" * 1001, True, "too-long"),
+    (" ".join(f"word{i}" for i in range(300)), False, None),     # 2,389 characters but 300 words
+    (" ".join(f"word{i}" for i in range(1001)), False, "too-long"),
     ("好的好的", True, None),                   # under the minimum length of the top-words rule
     ("哈哈哈啊啊啊哈哈哈啊啊啊", True, "top-words"),
     ("今天天气真好我们一起去公园散步吧", True, None),

@@ -31,16 +31,18 @@ Erasing, in this order (each step counted as `utt-edited:<rule>` when it changes
   by word for space-separated text ("ha ha ha ha" -> "ha ha ha") and character by character otherwise
   ("哈哈哈哈哈" -> "哈哈哈"); runs of digits or of whitespace are left alone (numbers, code indentation).
 
-Judging (``utt-dropped:<rule>``): ``empty`` (nothing left), ``too-short`` / ``too-long`` (placeholders count as
-one character), ``top-words`` (top-3 words cover more than 75% of the words; LCCC used a word segmenter, jieba
-is not available here, so a Chinese character is a word and other text splits into letter/digit runs; the rule
-needs at least `top_words_min_words` words so "好的好的" survives), ``no-chinese`` (a Chinese session needs a
-Chinese character in every utterance; a session is Chinese when `lang` starts with "zh", or when `lang` is
-unknown and most of its letters are Chinese characters; `fits_chinese_session`: digits, times, prices, units,
-codes, Latin names and placeholders fit a Chinese session, other-language chatter, other scripts and bare
-punctuation do not), ``wordlist:<list>`` (more than `max_wordlist_hits`, default 0, hits of the web-text term lists:
-ads, gambling, porn; `cleaners/filters/wordlist.py`), ``copies-context`` (a reply equal to the turn before it,
-normalized: LCCC and EVA drop context-copying responses).
+Judging (``utt-dropped:<rule>``): ``empty`` (nothing left), ``too-short`` / ``too-long`` (placeholders count as one
+character; too long means over `max_chars` characters *and* over `max_chars` words, a Latin word or a Chinese
+character being one: LCCC's limit was set on Chinese, where a character is about a word, and an English answer of
+1,000 characters is only some 170 words), ``top-words`` (top-3 words cover more than 75% of the words; LCCC used a
+word segmenter, jieba is not available here, so a Chinese character is a word and other text splits into
+letter/digit runs; the rule needs at least `top_words_min_words` words so "好的好的" survives), ``no-chinese`` (a
+Chinese session needs a Chinese character in every utterance; a session is Chinese when `lang` starts with "zh", or
+when `lang` is unknown and most of its letters are Chinese characters; `fits_chinese_session`: digits, times,
+prices, units, codes, Latin names and placeholders fit a Chinese session, other-language chatter, other scripts and
+bare punctuation do not), ``wordlist:<list>`` (more than `max_wordlist_hits`, default 0, hits of the web-text term
+lists: ads, gambling, porn; `cleaners/filters/wordlist.py`), ``copies-context`` (a reply equal to the turn before
+it, normalized: LCCC and EVA drop context-copying responses).
 
 Sessions longer than `max_turns` (30, as EVA's WDC-Dialogue keeps them; Zhou et al. 2021, "EVA: An Open-Domain
 Chinese Dialogue System with Large-Scale Generative Pre-Training") are cut into the fewest windows of at most that
@@ -277,9 +279,9 @@ class SessionCleaner:
         length = visible_length(text)
         if length < self.min_chars:
             return "too-short"
-        if length > self.max_chars:
-            return "too-long"
         words = words_of(text)
+        if length > self.max_chars and len(words) > self.max_chars:
+            return "too-long"
         if len(words) >= self.top_words_min_words and \
                 top_words_share(words, self.top_words) > self.top_words_max_share:
             return "top-words"
