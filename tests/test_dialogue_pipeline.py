@@ -69,6 +69,14 @@ def test_planted_cases(sample_run):
     assert stats_reason(stats, "read", "bad-json") == 1
     # LCCC's space-separated characters are joined back
     assert ["大学老师还改作业？", "对啊", "可怕"] in sessions
+    # every record is scored, the scores are bucketed for the report, and input ids survive (pieces name their session)
+    assert all(0.0 <= r["scores"]["dialogue_quality"] <= 1.0 for r in corpus)
+    hist = stats["histograms"]["write"]["score:dialogue_quality"]
+    assert sum(hist.values()) == len(corpus)
+    assert any(r.get("meta", {}).get("source_id", "").startswith("chatalpaca") for r in corpus)
+    pieces = [r for r in corpus if "fragment_of" in r.get("meta", {})]
+    assert pieces and all(len(r["turns"]) == int(r["meta"]["turn_span"].split("-")[1])
+                          - int(r["meta"]["turn_span"].split("-")[0]) + 1 for r in pieces)
 
 
 def stats_reason(stats: dict, stage: str, reason: str) -> int:
