@@ -1,5 +1,6 @@
-"""MinHash signature throughput: ours (`cleaners.minhash.MinHasher.signatures`) against datasketch with one
-`update()` per shingle and against datatrove 0.10.1's `MinhashDedupSignature`, on the same documents.
+"""MinHash signature throughput: ours (`cleaners.minhash.MinHasher.signatures`) against datasketch (one
+`update()` per shingle, and its batch `MinHash.bulk`), rensa 0.5.0 and datatrove 0.10.1's `MinhashDedupSignature`,
+on the same documents.
 
     .venv/bin/python bench/minhash_signatures.py                  # about 7 CPU-minutes
     .venv/bin/python bench/minhash_signatures.py --docs 500 --repeat 1 --no-datatrove
@@ -17,6 +18,12 @@ Columns (all num_perm 128 except datatrove's own 112 = 14 buckets x 8; all 5-gra
       MinHash(num_perm=128) with datasketch's default hash (SHA-1) and one update() per shingle;
   (b') the same with our xxHash32 hash function, to separate batching from the hash function
       (its signatures are checked to equal ours);
+  (d) datasketch's batch API, `MinHash.bulk` of our shingles with xxHash32: the best pure-datasketch way (its
+      signatures are checked to equal ours); (a') our shingling alone, the share of (a) it takes;
+  (e) rensa 0.5.0 (Rust, optional: `.venv/bin/pip install rensa==0.5.0`), `RMinHash.digest_matrix_from_token_
+      byte_sets` of our shingles, shingling included; (e') rensa's hashing alone, shingles given. Its hash and
+      permutations differ from datasketch's, so accuracy is compared instead: mean absolute error of the
+      estimated Jaccard against the exact Jaccard of our shingle sets over pairs of overlapping documents;
   (c) datatrove: bench/datatrove_minhash.py in bench/.venv-datatrove, language `eng` / `cmn_Hani`
       (spaCy word tokenizer, jieba for Chinese), timed as the whole stage (signatures + writing, sorting and
       verifying its 14 bucket files) and as signature compute only.
@@ -152,6 +159,40 @@ def per_token(docs: list[str], lang: str, hashfunc=None) -> np.ndarray:
     return np.array(rows)
 
 
+def bulk(docs: list[str], lang: str) -> np.ndarray:
+    batch = [shingles(text, lang) for text in docs]
+    return np.array([m.hashvalues for m in MinHash.bulk(batch, num_perm=128, hashfunc=xxhash.xxh32_intdigest)])
+
+
+def shingling_only(docs: list[str], lang: str) -> list[list[bytes]]:
+    return [shingles(text, lang) for text in docs]
+
+
+def rensa_module():
+    try:
+        import rensa
+    except ImportError:
+        return None
+    return rensa
+
+
+def rensa_signatures(rensa, batch: list[list[bytes]]) -> np.ndarray:
+    """rensa's digest matrix as uint32[n, 128] (its `to_rows()` lists: the conversion is timed too, as our rows
+    are numpy)."""
+    matrix = rensa.RMinHash.digest_matrix_from_token_byte_sets(batch, 128, 1)
+    return np.array(matrix.to_rows(), dtype=np.uint32)
+
+
+def jaccard_error(signatures: np.ndarray, batch: list[list[bytes]]) -> float:
+    """Mean |estimated - exact| Jaccard over pairs of neighbouring documents (windows that overlap)."""
+    errors = []
+    for i in range(len(batch) - 1):
+        a, b = set(batch[i]), set(batch[i + 1])
+        exact = len(a & b) / len(a | b) if a | b else 1.0
+        errors.append(abs(float(np.mean(signatures[i] == signatures[i + 1])) - exact))
+    return float(np.mean(errors))
+
+
 def datatrove(jsonl: Path, lang: str, repeat: int) -> dict:
     command = [str(DATATROVE_PYTHON), str(BENCH / "datatrove_minhash.py"), "--input", str(jsonl),
                "--language", DATATROVE_LANGUAGE[lang], "--repeat", str(repeat)]
@@ -174,6 +215,22 @@ def measure(lang: str, docs: list[str], repeat: int, with_datatrove: bool) -> li
         raise AssertionError("per-token datasketch with xxh32 disagrees with MinHasher.signatures")
     rows.append(Row("(b') datasketch update() per shingle, xxh32", lang, len(docs), size, cpu,
                     "signatures identical to (a)"))
+    cpu, bulk_sigs = median_cpu(lambda: bulk(docs, lang), repeat)
+    if not np.array_equal(bulk_sigs, ours_sigs):
+        raise AssertionError("datasketch MinHash.bulk with xxh32 disagrees with MinHasher.signatures")
+    rows.append(Row("(d) datasketch MinHash.bulk, xxh32", lang, len(docs), size, cpu, "signatures identical to (a)"))
+    cpu, batch = median_cpu(lambda: shingling_only(docs, lang), repeat)
+    ours_error = jaccard_error(ours_sigs, batch)
+    rows.append(Row("(a') ours: shingling alone", lang, len(docs), size, cpu,
+                    f"{cpu / rows[0].cpu_s:.0%} of (a); Jaccard error of (a): {ours_error:.4f}"))
+    rensa = rensa_module()
+    if rensa is not None:
+        rensa.RMinHash.digest_matrix_from_token_byte_sets(batch[:20], 128, 1)      # warm-up
+        cpu, rensa_sigs = median_cpu(lambda: rensa_signatures(rensa, shingling_only(docs, lang)), repeat)
+        rows.append(Row(f"(e) rensa {getattr(rensa, '__version__', '0.5.0')} RMinHash, our shingles", lang,
+                        len(docs), size, cpu, f"Jaccard error {jaccard_error(rensa_sigs, batch):.4f}"))
+        cpu, _ = median_cpu(lambda: rensa_signatures(rensa, batch), repeat)
+        rows.append(Row("(e') rensa hashing alone (shingles given)", lang, len(docs), size, cpu, ""))
     if with_datatrove:
         jsonl = WORK / f"{lang}.jsonl"
         write_jsonl(docs, jsonl)
@@ -215,7 +272,9 @@ def report(rows: list[Row], args: argparse.Namespace, command: str) -> str:
         table(rows),
         "",
         "`(a) vs this` = CPU time of the row / CPU time of (a) on the same documents (how many times faster ours is).",
-        "(a) and (b') give identical signatures (checked); (b) differs only in the hash function (SHA-1).",
+        "(a), (b') and (d) give identical signatures (checked); (b) differs only in the hash function (SHA-1).",
+        "An `(a) vs this` under 1.0x means the row is faster than ours. Jaccard error: mean |estimate - exact| over "
+        "neighbouring (overlapping) documents, exact on our shingle sets.",
         "datatrove computes 112 hashes (14 x 8) of 64-bit xxhash over spaCy / jieba word 5-grams; ours 128 of",
         "32-bit xxhash over word 5-grams (en) or character 5-grams (zh).",
         "",
