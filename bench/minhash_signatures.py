@@ -12,17 +12,18 @@ mostly-Chinese records), joined per language and cut into windows of `--doc-byte
 The documents are written to bench/work/minhash/<lang>.jsonl and the datatrove side reads that file.
 
 Columns (all num_perm 128 except datatrove's own 112 = 14 buckets x 8; all 5-gram shingles):
-  (a) ours: MinHasher().signatures(texts, lang): normalization, shingling, datasketch MinHash.generator
-      (update_batch per document) with xxHash32, affine32 scheme;
+  (a) ours: MinHasher().signatures(texts, lang): normalization, shingling, rensa 0.5.0's RMinHash digest matrix
+      per batch of 256 documents (the signatures of (e));
   (b) datasketch per-token: our shingles (same normalization and n-grams, shingling time included), then
       MinHash(num_perm=128) with datasketch's default hash (SHA-1) and one update() per shingle;
-  (b') the same with our xxHash32 hash function, to separate batching from the hash function
-      (its signatures are checked to equal ours);
-  (d) datasketch's batch API, `MinHash.bulk` of our shingles with xxHash32: the best pure-datasketch way (its
-      signatures are checked to equal ours); (a') our shingling alone, the share of (a) it takes;
-  (e) rensa 0.5.0 (Rust, optional: `.venv/bin/pip install rensa==0.5.0`), `RMinHash.digest_matrix_from_token_
-      byte_sets` of our shingles, shingling included; (e') rensa's hashing alone, shingles given. Its hash and
-      permutations differ from datasketch's, so accuracy is compared instead: mean absolute error of the
+  (b') the same with xxHash32 as the hash function, to separate batching from the hash function
+      (its signatures are checked to equal (d)'s);
+  (d) datasketch's batch API, `MinHash.bulk` of our shingles with xxHash32: the best pure-datasketch way, and
+      our signatures before issue 19; (a') our shingling alone, all documents' shingles built at once (as (e)
+      needs them; (a) builds 256 documents' at a time, which allocates less and can take less time);
+  (e) rensa 0.5.0 called directly, `RMinHash.digest_matrix_from_token_byte_sets` of our shingles, shingling
+      included (its signatures are checked to equal ours); (e') rensa's hashing alone, shingles given. rensa's
+      hash and permutations differ from datasketch's, so accuracy is compared: mean absolute error of the
       estimated Jaccard against the exact Jaccard of our shingle sets over pairs of overlapping documents;
   (c) datatrove: bench/datatrove_minhash.py in bench/.venv-datatrove, language `eng` / `cmn_Hani`
       (spaCy word tokenizer, jieba for Chinese), timed as the whole stage (signatures + writing, sorting and
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rensa
 import xxhash
 from datasketch import MinHash
 
@@ -168,15 +170,7 @@ def shingling_only(docs: list[str], lang: str) -> list[list[bytes]]:
     return [shingles(text, lang) for text in docs]
 
 
-def rensa_module():
-    try:
-        import rensa
-    except ImportError:
-        return None
-    return rensa
-
-
-def rensa_signatures(rensa, batch: list[list[bytes]]) -> np.ndarray:
+def rensa_signatures(batch: list[list[bytes]]) -> np.ndarray:
     """rensa's digest matrix as uint32[n, 128] (its `to_rows()` lists: the conversion is timed too, as our rows
     are numpy)."""
     matrix = rensa.RMinHash.digest_matrix_from_token_byte_sets(batch, 128, 1)
@@ -211,26 +205,24 @@ def measure(lang: str, docs: list[str], repeat: int, with_datatrove: bool) -> li
     cpu, _ = median_cpu(lambda: per_token(docs, lang), repeat)
     rows.append(Row("(b) datasketch update() per shingle, SHA-1", lang, len(docs), size, cpu))
     cpu, xx_sigs = median_cpu(lambda: per_token(docs, lang, xxhash.xxh32_intdigest), repeat)
-    if not np.array_equal(xx_sigs, ours_sigs):
-        raise AssertionError("per-token datasketch with xxh32 disagrees with MinHasher.signatures")
     rows.append(Row("(b') datasketch update() per shingle, xxh32", lang, len(docs), size, cpu,
-                    "signatures identical to (a)"))
+                    "signatures identical to (d)"))
     cpu, bulk_sigs = median_cpu(lambda: bulk(docs, lang), repeat)
-    if not np.array_equal(bulk_sigs, ours_sigs):
-        raise AssertionError("datasketch MinHash.bulk with xxh32 disagrees with MinHasher.signatures")
-    rows.append(Row("(d) datasketch MinHash.bulk, xxh32", lang, len(docs), size, cpu, "signatures identical to (a)"))
-    cpu, batch = median_cpu(lambda: shingling_only(docs, lang), repeat)
-    ours_error = jaccard_error(ours_sigs, batch)
-    rows.append(Row("(a') ours: shingling alone", lang, len(docs), size, cpu,
-                    f"{cpu / rows[0].cpu_s:.0%} of (a); Jaccard error of (a): {ours_error:.4f}"))
-    rensa = rensa_module()
-    if rensa is not None:
-        rensa.RMinHash.digest_matrix_from_token_byte_sets(batch[:20], 128, 1)      # warm-up
-        cpu, rensa_sigs = median_cpu(lambda: rensa_signatures(rensa, shingling_only(docs, lang)), repeat)
-        rows.append(Row(f"(e) rensa {getattr(rensa, '__version__', '0.5.0')} RMinHash, our shingles", lang,
-                        len(docs), size, cpu, f"Jaccard error {jaccard_error(rensa_sigs, batch):.4f}"))
-        cpu, _ = median_cpu(lambda: rensa_signatures(rensa, batch), repeat)
-        rows.append(Row("(e') rensa hashing alone (shingles given)", lang, len(docs), size, cpu, ""))
+    if not np.array_equal(bulk_sigs, xx_sigs):
+        raise AssertionError("datasketch MinHash.bulk disagrees with per-token datasketch (xxh32)")
+    cpu_shingles, batch = median_cpu(lambda: shingling_only(docs, lang), repeat)
+    rows.append(Row("(d) datasketch MinHash.bulk, xxh32 (our backend before issue 19)", lang, len(docs), size, cpu,
+                    f"Jaccard error {jaccard_error(bulk_sigs, batch):.4f}"))
+    rows.append(Row("(a') ours: shingling alone, every document at once", lang, len(docs), size, cpu_shingles,
+                    f"Jaccard error of (a): {jaccard_error(ours_sigs, batch):.4f}"))
+    rensa.RMinHash.digest_matrix_from_token_byte_sets(batch[:20], 128, 1)      # warm-up
+    cpu, rensa_sigs = median_cpu(lambda: rensa_signatures(shingling_only(docs, lang)), repeat)
+    if not np.array_equal(rensa_sigs, ours_sigs):
+        raise AssertionError("rensa called directly disagrees with MinHasher.signatures")
+    rows.append(Row("(e) rensa 0.5.0 RMinHash called directly, our shingles", lang, len(docs), size, cpu,
+                    "signatures identical to (a)"))
+    cpu, _ = median_cpu(lambda: rensa_signatures(batch), repeat)
+    rows.append(Row("(e') rensa hashing alone (shingles given)", lang, len(docs), size, cpu, ""))
     if with_datatrove:
         jsonl = WORK / f"{lang}.jsonl"
         write_jsonl(docs, jsonl)
@@ -265,14 +257,15 @@ def report(rows: list[Row], args: argparse.Namespace, command: str) -> str:
         f"Command: `{command}`",
         "",
         f"Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
-        f"datasketch 2.0.0; documents of {args.doc_bytes} UTF-8 bytes cut every {args.stride} bytes from "
+        f"datasketch 2.0.0, rensa 0.5.0; documents of {args.doc_bytes} UTF-8 bytes cut every {args.stride} bytes from "
         "../shared/corpus-samples en_text and zh_text (see the script's docstring); CPU time of the working "
         f"process, median of {args.repeat} runs.",
         "",
         table(rows),
         "",
         "`(a) vs this` = CPU time of the row / CPU time of (a) on the same documents (how many times faster ours is).",
-        "(a), (b') and (d) give identical signatures (checked); (b) differs only in the hash function (SHA-1).",
+        "(a) and (e) give identical signatures, and so do (b') and (d) (checked); (b) differs from (b') only in the "
+        "hash function (SHA-1).",
         "An `(a) vs this` under 1.0x means the row is faster than ours. Jaccard error: mean |estimate - exact| over "
         "neighbouring (overlapping) documents, exact on our shingle sets.",
         "datatrove computes 112 hashes (14 x 8) of 64-bit xxhash over spaCy / jieba word 5-grams; ours 128 of",

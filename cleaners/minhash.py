@@ -5,10 +5,12 @@
   Lao, Khmer, Burmese, Tibetan), word n-grams otherwise. n = 5 for both follows datatrove's MinhashConfig
   (5-grams) and the Gopher/MassiveText near-duplicate setup; a text with fewer than n tokens gives one
   shingle, the whole normalized text, so a non-blank text is never without shingles.
-- Signatures: datasketch `MinHash.generator` (its `update_batch`, one numpy pass per document, default
-  "affine32" scheme, uint32 values) with xxHash32 of each shingle's UTF-8 bytes as the hash function:
-  deterministic across processes and runs, unlike Python's salted `hash()`. A row equals
-  `datasketch.MinHash(num_perm, seed, hashfunc=xxh32_intdigest)` updated with `shingles(text, lang)`.
+- Signatures: rensa 0.5.0's `RMinHash` (Rust; `digest_matrix_from_token_byte_sets`, one call per batch of
+  documents) over each shingle's UTF-8 bytes, uint32 values, seeded: deterministic across processes and runs,
+  unlike Python's salted `hash()`. A row equals `rensa.RMinHash(num_perm, seed)` updated with
+  `shingles(text, lang)`. Measured in bench/minhash_signatures.py against datasketch's `MinHash.bulk` (the
+  former backend, same shingles): same accuracy (mean Jaccard error), rensa's hashing about 30x faster, so the
+  signatures now cost about their shingling.
 - Banding: `optimal_bands` minimizes the weighted false-positive and false-negative areas under the LSH
   S-curve `1 - (1 - s**r)**b`, the criterion of datasketch's `MinHashLSH` (Leskovec, Rajaraman, Ullman,
   "Mining of Massive Datasets", ch. 3.4). `band_keys` gives one stable bucket key per band.
@@ -24,17 +26,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-import xxhash
-from datasketch import MinHash
+import rensa
 
 from cleaners.han import HAN_BLOCKS
 
 DEFAULT_NUM_PERM = 128
 DEFAULT_SEED = 1
 DEFAULT_NGRAM = 5
-#: documents per `MinHash.generator` call in `MinHasher.signatures`
+#: documents per rensa call in `MinHasher.signatures`
 BATCH_SIZE = 256
-#: the value of every slot of an empty set's signature (datasketch's affine32 "empty" sentinel)
+#: the value of every slot of an empty set's signature (rensa's, and datasketch's affine32, "empty" sentinel)
 EMPTY_HASH = np.uint32(0xFFFFFFFF)
 #: the S-curve points tabulated by `threshold_curve`
 CURVE_POINTS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
@@ -135,11 +136,8 @@ def _check_ngram(n: int, name: str) -> None:
 
 class MinHasher:
     """MinHash signatures of texts: `signature(text, lang)` -> uint32[num_perm], `signatures(texts, langs)`
-    -> uint32[n, num_perm], computed `BATCH_SIZE` documents per datasketch `MinHash.generator` call.
-
-    Holds only its parameters when pickled; datasketch's permutations are rebuilt lazily from `seed`
-    (numpy's seeded RandomState), so every worker computes the same signatures.
-    """
+    -> uint32[n, num_perm], computed `BATCH_SIZE` documents per rensa call. Holds only its parameters (it pickles
+    small); every worker computes the same signatures from `seed`."""
 
     def __init__(self, num_perm: int = DEFAULT_NUM_PERM, seed: int = DEFAULT_SEED,
                  ngram_zh: int = DEFAULT_NGRAM, ngram_en: int = DEFAULT_NGRAM) -> None:
@@ -153,22 +151,10 @@ class MinHasher:
         self.seed = seed
         self.ngram_zh = ngram_zh
         self.ngram_en = ngram_en
-        self._template: MinHash | None = None
 
     def __repr__(self) -> str:
         return (f"MinHasher(num_perm={self.num_perm}, seed={self.seed}, "
                 f"ngram_zh={self.ngram_zh}, ngram_en={self.ngram_en})")
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_template": None}
-
-    def _minhash_kwargs(self) -> dict[str, Any]:
-        """datasketch arguments with the permutations built once (MinHash() draws them from `seed`)."""
-        if self._template is None:
-            self._template = MinHash(num_perm=self.num_perm, seed=self.seed, hashfunc=xxhash.xxh32_intdigest)
-        template = self._template
-        return {"seed": self.seed, "hashfunc": template.hashfunc, "hashvalues": template.hashvalues,
-                "permutations": template.permutations, "scheme": template.scheme}
 
     def shingles(self, text: str | None, lang: str | None) -> list[bytes]:
         """`shingles(text, lang)` with this hasher's n-gram sizes."""
@@ -186,12 +172,11 @@ class MinHasher:
         if len(langs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(langs)} langs")
         out = np.empty((len(texts), self.num_perm), dtype=np.uint32)
-        kwargs = self._minhash_kwargs()
         for start in range(0, len(texts), BATCH_SIZE):
             batch = [_shingle_bytes(text, lang, self.ngram_zh, self.ngram_en)
                      for text, lang in zip(texts[start:start + BATCH_SIZE], langs[start:start + BATCH_SIZE])]
-            for row, minhash in enumerate(MinHash.generator(batch, **kwargs), start):
-                out[row] = minhash.hashvalues
+            matrix = rensa.RMinHash.digest_matrix_from_token_byte_sets(batch, self.num_perm, self.seed)
+            out[start:start + len(batch)] = np.array(matrix.to_rows(), dtype=np.uint32).reshape(len(batch), -1)
         return out
 
 

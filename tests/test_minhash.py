@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xxhash
-from datasketch import MinHash
 from datasketch.lsh import _optimal_param as datasketch_optimal_param
 from hypothesis import given, settings, strategies as st
 
@@ -128,16 +126,16 @@ def test_shingles_empty_exactly_for_blank_text(text, lang):
 # ---------------------------------------------------------------- signatures
 
 
-def test_signature_equals_datasketch_minhash_of_the_shingles():
-    """Our batched signature is datasketch's MinHash over shingles(text) with xxh32: same values, uint32."""
+def test_signature_equals_rensa_minhash_of_the_shingles():
+    """Our batched signature is rensa's RMinHash over shingles(text), one object per text: same values, uint32."""
+    import rensa
     hasher = MinHasher()
     for text, lang in ((EN, "en"), (ZH, "zh")):
-        reference = MinHash(num_perm=128, seed=1, hashfunc=xxhash.xxh32_intdigest)
-        for shingle in shingles(text, lang):
-            reference.update(shingle)
+        reference = rensa.RMinHash(128, 1)
+        reference.update(shingles(text, lang))
         signature = hasher.signature(text, lang)
         assert signature.dtype == np.uint32 and signature.shape == (128,)
-        assert np.array_equal(signature, reference.hashvalues)
+        assert np.array_equal(signature, np.array(reference.digest(), dtype=np.uint32))
 
 
 def test_parameters_change_the_signature():
@@ -174,9 +172,9 @@ def test_empty_inputs():
 
 def test_pickled_hasher_holds_only_parameters_and_gives_the_same_signatures():
     hasher = MinHasher(num_perm=64, seed=7)
-    before = hasher.signature(ZH, "zh")                    # builds the datasketch template
+    before = hasher.signature(ZH, "zh")
     clone = pickle.loads(pickle.dumps(hasher))
-    assert len(pickle.dumps(hasher)) < 400 and clone._template is None
+    assert len(pickle.dumps(hasher)) < 400
     assert repr(clone) == "MinHasher(num_perm=64, seed=7, ngram_zh=5, ngram_en=5)"
     assert np.array_equal(clone.signature(ZH, "zh"), before)
 
@@ -227,7 +225,8 @@ def test_estimate_close_to_exact_jaccard_on_pairs_with_known_overlap(lang, joine
         errors.append(abs(estimate - exact))
         exacts.append(exact)
     assert exacts[0] == 1.0 and errors[0] == 0.0
-    assert max(errors) < 0.1 and sum(errors) / len(errors) < 0.05
+    # the estimate's standard error with 128 permutations is at most sqrt(0.25 / 128) = 0.044: 0.15 is 3.4 of it
+    assert max(errors) < 0.15 and sum(errors) / len(errors) < 0.05
     assert exacts == sorted(exacts, reverse=True) and exacts[-1] < 0.1     # the pairs span the range
 
 

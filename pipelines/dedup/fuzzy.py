@@ -29,7 +29,7 @@ from pipelines.dedup.packed import pack, unpack
 
 
 class _Sign(beam.DoFn):
-    """Signatures for a batch of records at once (datasketch bulk hashing, not one update per token)."""
+    """Signatures for a batch of records at once (rensa's batch call, not one update per token)."""
 
     def __init__(self, num_perm: int, seed: int, ngram_zh: int, ngram_en: int):
         self.params = dict(num_perm=num_perm, seed=seed, ngram_zh=ngram_zh, ngram_en=ngram_en)
