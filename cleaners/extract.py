@@ -12,8 +12,8 @@ Forum, Q&A and comment pages (bench/data/extraction: 269 real pages of 187 sites
 mode keeps one post of a thread. So the posts of known engines are taken whole (`cleaners.posts`), a forum-shaped
 URL switches to trafilatura's balanced mode with comments, and a page precision mode finds nothing on gets the
 balanced pass too (measured in bench/results/extraction.md). A known engine's thread skips trafilatura, and a
-confident precision pass skips trafilatura's fallback comparison (`_trafilatura_text`): together 1.8x the pages
-per second on the benchmark pages with the same F1.
+confident precision pass skips trafilatura's fallback comparison (`_trafilatura_text`; the variant
+`confident_chars=None` of bench/results/extraction.md runs the comparison on every page, for reference).
 
 `PageExtractor` turns a `RawPage` into a `Document`. HTML is decoded with `cleaners.charset.decode_html`
 and extracted in a persistent child process, so that a page that makes lxml or trafilatura run away
@@ -150,15 +150,15 @@ def _trafilatura_text(tree: HtmlElement, url: str | None, settings: dict[str, An
     `include_comments` is set, as `trafilatura.extract` joins them; and whether the main pass alone was kept.
 
     In precision mode with fallbacks on, trafilatura compares its main pass with readability and justext on
-    every page; that comparison (its own pruning of the whole page included) was 21% of `wudao text`'s time per
-    document (bench/throughput.py). It can change the result only when the main pass is short, has no
-    paragraph text, is table-dominated, holds unclean elements (trafilatura's SANITIZED_XPATH: the justext
-    trigger) or readability finds over twice as much text. So the main pass runs first (`fast=True`) and is
-    kept when it is `confident`: at least `confident_chars` characters, paragraph text, no more tables than
-    paragraphs, nothing unclean. Measured on the 463 benchmark pages (bench/extraction_quality.py): above 500
-    characters readability found at most 1.5x the main pass on articles, and the outputs equal the full
-    comparison's on every page but two comment pages (one better, one worse); 300 lost a Chinese article.
-    Other pages pay the main pass twice (the full run repeats it)."""
+    every page, its own pruning of the whole page included: a large share of `wudao text`'s time per document
+    (a sampling profile of bench/throughput.py's run shows it). It can change the result only when the main pass
+    is short, has no paragraph text, is table-dominated, holds unclean elements (trafilatura's SANITIZED_XPATH:
+    the justext trigger) or readability finds over twice as much text. So the main pass runs first
+    (`fast=True`) and is kept when it is `confident`: at least `confident_chars` characters, paragraph text, no
+    more tables than paragraphs, nothing unclean. 500 was chosen on the 463 benchmark pages: the variant
+    `confident_chars=None` of bench/extraction_quality.py (the comparison on every page) has the same F1 on
+    every set but one, where two comment pages change, one up and one down. Other pages pay the main pass twice
+    (the full run repeats it)."""
     confident = False
     if confident_chars is not None and settings["favor_precision"] and not settings["fast"]:
         document = bare_extraction(tree, url=url, **{**settings, "fast": True})

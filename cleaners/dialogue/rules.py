@@ -213,7 +213,7 @@ def fits_chinese_session(text: str) -> bool:
     bare = _PLACEHOLDER_RE.sub(" ", text)
     if _OTHER_SCRIPT_RE.search(bare):
         return False
-    if not _ALNUM_RE.search(bare) and bare == text:
+    if not _ALNUM_RE.search(bare) and bare == text:       # no letter, digit or placeholder: junk
         return False
     chatter = [w for w in _LATIN_WORD_RE.findall(bare) if len(w) >= 2 and w.islower() and w not in UNITS]
     return len(chatter) < 2
@@ -442,13 +442,15 @@ class JudgeStep(_RuleStep):
         for reason in failures:
             if reason:
                 counts[f"utt-dropped:{reason}"] += 1
-        runs = _good_runs(failures)
-        kept = [window for run in runs if len(run) >= rules.min_turns for window in rules.windows(run)]
-        for run in runs:
+        kept = []
+        for run in _good_runs(failures):
             if len(run) < rules.min_turns:
                 counts["utt-dropped:too-few-turns"] += len(run)
-            elif len(run) > rules.max_turns:
-                counts["windows"] += len(rules.windows(run)) - 1
+                continue
+            windows = rules.windows(run)
+            if len(windows) > 1:
+                counts["windows"] += len(windows) - 1
+            kept += windows
         if not kept:
             return Counted(_main_reason(failures), dict(counts))
         return Counted(rules._fragments(session, kept, cleaned, session.speakers, len(cleaned)), dict(counts))
