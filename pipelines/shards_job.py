@@ -27,6 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines import progress
 from pipelines.run import pipeline_options
+from shards.index import open_index, write_index
 from shards.manifest import build_manifest, read_manifest, write_manifest
 from shards.writer import (check_key, dtype_for, encode_sample, file_sha256, remove_unlisted_shards, shard_name,
                            shard_of, split_of, tar_bytes, tokens_per_label, write_shard)
@@ -130,6 +131,8 @@ class WriteShard(beam.DoFn):
                 and old.get("tokens_per_label") == labels and os.path.isfile(path) \
                 and file_sha256(path) == (old["sha256"], old["bytes"]):
             progress.counter("shards|shards-kept").inc()
+            if isinstance(open_index(path, old["sha256"]), str):  # kept from a run before token indexes
+                write_index(path, old["sha256"])
             yield dict(old)
             return
         info = write_shard(unique, path)

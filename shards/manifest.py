@@ -18,8 +18,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from shards.index import build_index, index_path, open_index
+from shards.sample import label_of
 from shards.tar import Damage, Sample, group_samples, iter_members
-from shards.writer import SPLITS, file_sha256, label_of
+from shards.writer import SPLITS, file_sha256
 
 MANIFEST = "manifest.json"
 ENTRY_FIELDS = ("name", "split", "samples", "tokens", "bytes", "sha256")
@@ -187,6 +189,25 @@ def _check_samples(path: str, entry: dict[str, Any], dtype: str) -> list[str]:
     return problems
 
 
+def _check_index(path: str, entry: dict[str, Any]) -> list[str]:
+    """A token index beside the shard (shards/index.py) must be the one its tar gives; none is no problem (the
+    reader then reads the tar)."""
+    name = entry["name"]
+    if not os.path.exists(index_path(path)):
+        return []
+    opened = open_index(path, entry["sha256"])
+    if isinstance(opened, str):
+        return [f"{name}: token index unusable: {opened}"]
+    try:
+        _, rows = build_index(path, entry["sha256"])
+    except ValueError:
+        return []  # the tar's own problems are reported by _check_samples
+    stored = np.stack([opened.starts * opened.tokens.itemsize, opened.ends - opened.starts, opened.labels], 1)
+    if not np.array_equal(rows, stored):
+        return [f"{name}: token index does not match the tar"]
+    return []
+
+
 def _load(directory: str) -> tuple[dict[str, Any] | None, list[str]]:
     """(manifest, problems): the manifest when it is a JSON object with a well-formed `shards` list."""
     path = os.path.join(directory, MANIFEST)
@@ -238,6 +259,7 @@ def verify(directory: str) -> list[str]:
         if digest != entry["sha256"]:
             problems.append(f"{name}: sha256 {digest}, manifest says {entry['sha256']}")
         problems.extend(_check_samples(path, entry, manifest["dtype"]))
+        problems.extend(_check_index(path, entry))
     for extra in sorted(set(n for n in os.listdir(directory) if n.endswith(".tar")) - listed):
         problems.append(f"{extra}: not listed in the manifest")
     return problems

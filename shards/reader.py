@@ -5,22 +5,26 @@ DataLoader workers, shuffles shard order and samples with a seed, and packs docu
 sequences. Its `state_dict()` lets a restarted job continue with exactly the next sequence.
 
 Sources: the shard layout and the shuffle buffer follow webdataset (tar shards as plain iterators,
-`wds.shuffle(bufsize)`); the tar members come from `shards.tar.iter_tar`, the fast path of the project's one tar
-module (several times faster per member than `tarfile`); `.npy` headers per the NumPy format spec (NEP 1).
+`wds.shuffle(bufsize)`). A local shard with a token index (shards/index.py) is read as numpy views of its memory
+map, as litdata reads its chunks; any other through `shards.tar.iter_tar`, the fast path of the project's one tar
+module, and `shards.sample.npy_array`. Both give the same samples in the same positions, so a state saved on one
+path resumes on the other (bench/reader_throughput.py measures both against litdata).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shards.index import label_hash, open_index
 from shards.manifest import ManifestError, name_problem
+from shards.sample import ShardError, npy_array, sample_label
 from shards.tar import TarError, iter_tar
-from shards.writer import label_of
 
 try:  # torch is optional: without it the reader is a plain iterable
     from torch.utils.data import IterableDataset as _Base
@@ -32,12 +36,9 @@ except ImportError:  # pragma: no cover - exercised only without torch
         return None
 
 _RAND_BATCH = 4096
-_NPY_MAGIC = b"\x93NUMPY"
-_DTYPES = {"<u2": np.uint16, "<u4": np.uint32, "<i4": np.int32, "<i8": np.int64, "|u1": np.uint8}
-
-
-class ShardError(ValueError):
-    """A shard that cannot be read: the url and the reason are in the message."""
+_SHA256 = re.compile("[0-9a-f]{64}")
+_BATCH = 1024        # samples handed from one stage of the stream to the next at a time
+_PACK_PARTS = 128    # arrays (documents and eos) joined into one int64 block when packing
 
 
 # ---------------------------------------------------------------- sources and opening
@@ -48,11 +49,17 @@ def resolve_source(source: str | os.PathLike | Sequence[str], split: str = "trai
 
     Urls and `pipe:` commands are taken only from a list the caller passes; names inside a manifest must be
     plain file names in the manifest's folder, else ManifestError (see `shards.manifest.name_problem`)."""
+    return [url for url, _ in resolve_shards(source, split)]
+
+
+def resolve_shards(source: str | os.PathLike | Sequence[str], split: str = "train"
+                   ) -> list[tuple[str, str | None]]:
+    """(url, sha256 from the manifest or None) for each shard of `resolve_source`."""
     if isinstance(source, (list, tuple)):
         urls = [str(u) for u in source]
         if not urls:
             raise ValueError("empty list of shards")
-        return urls
+        return [(url, None) for url in urls]
     text = str(source)
     if "://" in text and not text.startswith("file://"):
         manifest_url = text if text.endswith(".json") else text.rstrip("/") + "/manifest.json"
@@ -67,8 +74,9 @@ def resolve_source(source: str | os.PathLike | Sequence[str], split: str = "trai
     return _manifest_urls(path.read_bytes(), str(path.parent), split, str(path))
 
 
-def _manifest_urls(raw: bytes, base: str, split: str, where: str) -> list[str]:
-    """`base/name` for each shard of `split` in the manifest text `raw`; a malformed manifest is refused."""
+def _manifest_urls(raw: bytes, base: str, split: str, where: str) -> list[tuple[str, str | None]]:
+    """(`base/name`, sha256) for each shard of `split` in the manifest text `raw`; a malformed manifest is
+    refused."""
     try:
         manifest = json.loads(raw)
     except ValueError:
@@ -84,10 +92,11 @@ def _manifest_urls(raw: bytes, base: str, split: str, where: str) -> list[str]:
         if problem:
             raise ManifestError(f"{where}: manifest entry #{i}: {problem}")
         if entry.get("split", "train") == split:
-            names.append(entry["name"])
+            sha = entry.get("sha256")
+            names.append((entry["name"], sha if isinstance(sha, str) and _SHA256.fullmatch(sha) else None))
     if not names:
         raise ManifestError(f"{where}: no shards with split={split!r}")
-    return [f"{base}/{n}" for n in names]
+    return [(f"{base}/{name}", sha) for name, sha in names]
 
 
 def _open(url: str):
@@ -101,35 +110,6 @@ def _open(url: str):
 
         return fsspec.open(url, "rb").open()
     return open(url.removeprefix("file://"), "rb", buffering=1 << 20)
-
-
-# ---------------------------------------------------------------- npy parsing
-
-
-def npy_array(data: bytes, where: str) -> np.ndarray:
-    """A 1-D little-endian integer array from `np.save` bytes, without copying (NEP 1 header layout)."""
-    if data[:6] != _NPY_MAGIC:
-        raise ShardError(f"{where}: not a .npy array")
-    if data[6] == 1:
-        start = 10 + int.from_bytes(data[8:10], "little")
-    else:
-        start = 12 + int.from_bytes(data[8:12], "little")
-    header = data[10 if data[6] == 1 else 12 : start].decode("latin1")
-    try:
-        descr = header.split("'descr':", 1)[1].split("'", 2)[1]
-        shape = header.split("'shape':", 1)[1].split("(", 1)[1].split(")", 1)[0]
-    except IndexError:
-        raise ShardError(f"{where}: bad .npy header") from None
-    dtype = _DTYPES.get(descr)
-    if dtype is None or "'fortran_order': False" not in header:
-        raise ShardError(f"{where}: unsupported .npy dtype/order {descr!r}")
-    dims = [d for d in shape.split(",") if d.strip()]
-    if len(dims) != 1:
-        raise ShardError(f"{where}: token array must be 1-D, shape ({shape})")
-    n = int(dims[0])
-    if len(data) - start != n * np.dtype(dtype).itemsize:
-        raise ShardError(f"{where}: .npy size does not match shape ({n},)")
-    return np.frombuffer(data, dtype=dtype, offset=start, count=n)
 
 
 def iter_shard(url: str, skip: int = 0, labels: frozenset[str] | None = None
@@ -174,17 +154,6 @@ def _sample_pairs(f, url: str) -> Iterator[tuple[str, bytes, bytes | None]]:
             meta = data
     if npy is not None:
         yield key, npy, meta
-
-
-def sample_label(meta: bytes | None, where: str) -> str:
-    """The `dataType` label in a sample's json bytes: "" without json, without the field, or with a non-string."""
-    if meta is None:
-        return ""
-    try:
-        parsed = json.loads(meta)
-    except ValueError:
-        raise ShardError(f"{where}: sample json does not parse") from None
-    return label_of(parsed) if isinstance(parsed, dict) else ""
 
 
 def _iter_labeled(url: str, skip: int, labels: frozenset[str]) -> Iterator[tuple[str, np.ndarray | None]]:
@@ -237,7 +206,7 @@ class StreamingShards(_Base):
     def __init__(self, source, *, seed: int, shuffle_buffer: int, seq_len: int, rank: int = 0,
                  world_size: int = 1, split: str = "train", eos_id: int | None = None, epoch: int = 0,
                  drop_last: bool = True, as_torch: bool = False, on_error: str = "raise", pad_id: int | None = None,
-                 labels: Sequence[str] | None = None):
+                 labels: Sequence[str] | None = None, dtype: str | np.dtype = "int64"):
         if seq_len < 1 or shuffle_buffer < 0 or not 0 <= rank < world_size:
             raise ValueError("need seq_len >= 1, shuffle_buffer >= 0 and 0 <= rank < world_size")
         if on_error not in ("raise", "skip"):
@@ -246,12 +215,22 @@ class StreamingShards(_Base):
                                    or not all(isinstance(x, str) for x in labels)):
             raise ValueError(f"labels must be a non-empty list of strings, got {labels!r:.80}")
         self.labels = None if labels is None else frozenset(labels)
-        self.urls = resolve_source(source, split)
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind not in "iu":
+            raise ValueError(f"dtype must be an integer type, got {self.dtype}")
+        for name, special in (("eos_id", eos_id), ("pad_id", pad_id)):
+            if special is not None and not np.can_cast(np.min_scalar_type(special), self.dtype):
+                raise ValueError(f"{name} {special} does not fit dtype {self.dtype}")
+        shards = resolve_shards(source, split)
+        self.urls = [url for url, _ in shards]
+        self._sha256 = [sha for _, sha in shards]
         self.seed, self.shuffle_buffer, self.seq_len = seed, shuffle_buffer, seq_len
         self.rank, self.world_size, self.eos_id, self.epoch = rank, world_size, eos_id, epoch
         self.drop_last, self.as_torch, self.on_error = drop_last, as_torch, on_error
         self.pad_id = pad_id
-        self.stats = {"shards": 0, "samples": 0, "sequences": 0, "skipped_shards": 0, "filtered": 0, "errors": []}
+        self.stats = {"shards": 0, "indexed_shards": 0, "samples": 0, "sequences": 0, "skipped_shards": 0,
+                      "filtered": 0, "errors": []}
+        self._batch = _BATCH if pad_id is None else 1  # unpacked: every document is a yield, state per document
         self._pending: dict | None = None
         self._live: dict | None = None
 
@@ -318,86 +297,107 @@ class StreamingShards(_Base):
         self._live = None  # a finished epoch: state_dict() now points at the next one
 
     def _run(self, s: dict) -> Iterator:
-        seq_len, torch_out = self.seq_len, self.as_torch
-        if torch_out:
+        seq_len = self.seq_len
+        if self.as_torch:
             import torch
-        rest, count = s["rest"], sum(len(a) for a in s["rest"])
-        eos = None if self.eos_id is None else np.array([self.eos_id], np.int64)
+        out = torch.from_numpy if self.as_torch else None
+        rest = s["rest"]
+        eos = None if self.eos_id is None else np.array([self.eos_id], self.dtype)
         if self.pad_id is not None:  # one document per sequence (CogView samples must not be packed)
-            for tokens in self._shuffled(s):
-                seq = np.full(seq_len, self.pad_id, np.int64)
-                tokens = tokens[:seq_len]
-                seq[:len(tokens)] = tokens
-                self.stats["sequences"] += 1
-                yield torch.from_numpy(seq) if torch_out else seq
+            for docs in self._shuffled(s):
+                for tokens in docs:
+                    seq = np.full(seq_len, self.pad_id, self.dtype)
+                    np.copyto(seq[:len(tokens)], tokens[:seq_len], casting="safe")
+                    self.stats["sequences"] += 1
+                    yield seq if out is None else out(seq)
             return
-        for seq in self._cut(rest, count):  # sequences owed from the restored remainder
-            yield torch.from_numpy(seq) if torch_out else seq
-        count = sum(len(a) for a in rest)
-        for tokens in self._shuffled(s):
-            rest.append(tokens)
-            count += len(tokens)
+        count = sum(map(len, rest))
+        yield from self._cut(rest, count, out)  # sequences owed from the restored remainder
+        count = sum(map(len, rest))
+        for docs in self._shuffled(s):
+            count += sum(map(len, docs))
             if eos is not None:
-                rest.append(eos)
-                count += 1
+                docs = [part for tokens in docs for part in (tokens, eos)]
+                count += len(docs) // 2
+            rest.extend(docs)
             if count >= seq_len:
-                for seq in self._cut(rest, count):
-                    yield torch.from_numpy(seq) if torch_out else seq
-                count = len(rest[0]) if rest else 0
+                yield from self._cut(rest, count, out)
+                count = sum(map(len, rest))
         if not self.drop_last and count:
-            seq = np.concatenate(rest).astype(np.int64)
+            seq = np.concatenate(rest, dtype=self.dtype, casting="safe")
             rest.clear()
             self.stats["sequences"] += 1
-            yield torch.from_numpy(seq) if torch_out else seq
+            yield seq if out is None else out(seq)
 
-    def _cut(self, rest: list, count: int) -> Iterator[np.ndarray]:
-        """Emit whole sequences from `rest`, leaving the remainder (one array) in `rest` at each yield."""
-        n = self.seq_len
-        if count < n:
-            return
-        flat = np.concatenate(rest, dtype=np.int64) if len(rest) > 1 else rest[0].astype(np.int64)
-        full = (len(flat) // n) * n
-        tail = flat[full:]
-        rest.clear()
-        for i in range(0, full, n):
-            rest[:] = [flat[i + n:full], tail] if i + n < full else [tail]
-            self.stats["sequences"] += 1
-            yield flat[i:i + n]
-        rest[:] = [tail] if len(tail) else []
+    def _cut(self, rest: list, count: int, out: Any) -> Iterator:
+        """Emit whole sequences (passed through `out` unless None) from the arrays in `rest` (`count` tokens in
+        all) until fewer than `seq_len` tokens are left; at each yield `rest` holds exactly the tokens not yet
+        yielded. Arrays are joined `_PACK_PARTS` at a time (more if a sequence needs more): a small block
+        stays in the CPU cache."""
+        n, stats = self.seq_len, self.stats
+        while count >= n:
+            k = min(len(rest), _PACK_PARTS)
+            got = sum(map(len, rest[:k]))
+            while got < n:
+                got += len(rest[k])
+                k += 1
+            flat = np.concatenate(rest[:k], dtype=self.dtype, casting="safe")
+            full = (got // n) * n
+            rest[:k] = [flat]
+            for i in range(0, full, n):
+                rest[0] = flat[i + n:]
+                stats["sequences"] += 1
+                yield flat[i:i + n] if out is None else out(flat[i:i + n])
+            if not len(rest[0]):
+                del rest[0]
+            count -= full
 
-    def _shuffled(self, s: dict) -> Iterator[np.ndarray]:
-        """Samples through a shuffle buffer (webdataset's swap-out scheme), state kept in `s` at each yield."""
+    def _shuffled(self, s: dict) -> Iterator[list[np.ndarray]]:
+        """Samples through a shuffle buffer (webdataset's swap-out scheme), a batch at a time; at each yield the
+        buffer, the random state and `s['read']` account for every sample handed on (the caller packs a whole
+        batch before it yields a sequence, so a saved state is always exact)."""
         buf, size = s["buffer"], self.shuffle_buffer
         rng = np.random.default_rng()
         rng.bit_generator.state = s["rng"]
         rand = rng.random(_RAND_BATCH)
-
-        def pick() -> int:
-            if s["draws"] >= _RAND_BATCH:
-                s["rng"] = rng.bit_generator.state
-                s["draws"] = 0
-                rand[:] = rng.random(_RAND_BATCH)
-            r = rand[s["draws"]]
-            s["draws"] += 1
-            return int(r * len(buf))
-
-        for tokens in self._samples(s):
-            if len(buf) < size:
-                buf.append(tokens)
-                continue
+        draws = s["draws"]
+        for batch in self._samples(s):
             if size == 0:
-                yield tokens
+                yield batch
                 continue
-            i = pick()
-            buf[i], tokens = tokens, buf[i]
-            yield tokens
+            out, j = [], 0
+            if len(buf) < size:  # filling: nothing comes out yet
+                j = size - len(buf)
+                buf.extend(batch[:j])
+            while j < len(batch):  # steady state: each sample swaps with a random one of the full buffer
+                if draws >= _RAND_BATCH:
+                    s["rng"], draws = rng.bit_generator.state, 0
+                    rand = rng.random(_RAND_BATCH)
+                m = min(len(batch) - j, _RAND_BATCH - draws)
+                for tokens, i in zip(batch[j:j + m], (rand[draws:draws + m] * size).astype(np.intp).tolist()):
+                    out.append(buf[i])
+                    buf[i] = tokens
+                j, draws = j + m, draws + m
+            s["draws"] = draws
+            if out:
+                yield out
         while buf:
-            i = pick()
-            buf[i], buf[-1] = buf[-1], buf[i]
-            yield buf.pop()
+            out = []
+            while buf and len(out) < self._batch:
+                if draws >= _RAND_BATCH:
+                    s["rng"], draws = rng.bit_generator.state, 0
+                    rand = rng.random(_RAND_BATCH)
+                i = int(rand[draws] * len(buf))
+                draws += 1
+                buf[i], buf[-1] = buf[-1], buf[i]
+                out.append(buf.pop())
+            s["draws"] = draws
+            yield out
 
-    def _samples(self, s: dict) -> Iterator[np.ndarray]:
-        """This consumer's samples in order; `s['unit']`/`s['read']` always count what was handed out."""
+    def _samples(self, s: dict) -> Iterator[list[np.ndarray]]:
+        """This consumer's samples in order, in batches; at each yield `s['unit']`/`s['read']` count what was
+        handed out. A local shard with a valid token index (shards/index.py) is read through its memory map, any
+        other through the tar reader; both give the same samples in the same positions."""
         if s["done"]:
             return
         units = assign(len(self.urls), s["consumers"], s["consumer"], self.shard_order(s["epoch"]))
@@ -405,14 +405,14 @@ class StreamingShards(_Base):
             shard, stride, offset = units[s["unit"]]
             url = self.urls[shard]
             try:
-                for key, tokens in iter_shard(url, skip=s["read"], labels=self.labels):
-                    s["read"] += 1
-                    if (s["read"] - 1) % stride == offset:
-                        if tokens is None:  # not one of `labels`
-                            self.stats["filtered"] += 1
-                            continue
-                        self.stats["samples"] += 1
-                        yield tokens
+                index = open_index(url.removeprefix("file://"), self._sha256[shard]) if _is_local(url) else None
+                if isinstance(index, str):
+                    index = None
+                if index is not None:
+                    self.stats["indexed_shards"] += 1
+                    yield from self._indexed_batches(index, s, stride, offset)
+                else:
+                    yield from self._tar_batches(url, s, stride, offset)
             except (ShardError, OSError) as exc:
                 if self.on_error == "raise":
                     raise ShardError(f"{url}: {exc}") if not isinstance(exc, ShardError) else exc
@@ -422,6 +422,52 @@ class StreamingShards(_Base):
             s["unit"] += 1
             s["read"] = 0
         s["done"] = True
+
+    def _indexed_batches(self, index, s: dict, stride: int, offset: int) -> Iterator[list[np.ndarray]]:
+        """Views of this consumer's samples of an indexed shard, from position `s['read']` on."""
+        total = len(index.starts)
+        wanted = None if self.labels is None else np.array([label_hash(x) for x in self.labels], np.int64)
+        while s["read"] < total:
+            lo = s["read"]
+            hi = min(total, lo + self._batch * stride)
+            take = np.arange(lo + (offset - lo) % stride, hi, stride)
+            if wanted is not None:
+                keep = np.isin(index.labels[take], wanted)
+                self.stats["filtered"] += len(take) - int(keep.sum())
+                take = take[keep]
+            tokens = index.tokens
+            batch = [tokens[a:b] for a, b in zip(index.starts[take].tolist(), index.ends[take].tolist())]
+            s["read"] = hi
+            self.stats["samples"] += len(batch)
+            if batch:
+                yield batch
+
+    def _tar_batches(self, url: str, s: dict, stride: int, offset: int) -> Iterator[list[np.ndarray]]:
+        """This consumer's samples of a shard read through the tar reader, from position `s['read']` on; the
+        samples read before a bad member are handed on before its error."""
+        batch: list[np.ndarray] = []
+        try:
+            for _, tokens in iter_shard(url, skip=s["read"], labels=self.labels):
+                s["read"] += 1
+                if (s["read"] - 1) % stride == offset:
+                    if tokens is None:  # not one of `labels`
+                        self.stats["filtered"] += 1
+                        continue
+                    self.stats["samples"] += 1
+                    batch.append(tokens)
+                    if len(batch) == self._batch:
+                        yield batch
+                        batch = []
+        except (ShardError, OSError):
+            if batch:
+                yield batch
+            raise
+        if batch:
+            yield batch
+
+
+def _is_local(url: str) -> bool:
+    return url.startswith("file://") or ("://" not in url and not url.startswith("pipe:"))
 
 
 def iter_samples(source, *, split: str = "train") -> Iterator[tuple[str, str, np.ndarray]]:

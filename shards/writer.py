@@ -16,6 +16,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from shards.index import SUFFIX as INDEX_SUFFIX
+from shards.index import write_index
+from shards.sample import label_of
 from shards.tar import TarWriter, sample_bytes
 
 SPLITS = ("train", "val")
@@ -106,12 +109,6 @@ def tar_bytes(sample: dict[str, Any]) -> int:
     return sample_bytes(sample)
 
 
-def label_of(meta: dict[str, Any]) -> str:
-    """A sample's domain label: its json `dataType`, or "" when it has none (or one that is not a string)."""
-    label = meta.get("dataType", "")
-    return label if isinstance(label, str) else ""
-
-
 def tokens_per_label(samples: Iterable[dict[str, Any]]) -> dict[str, int]:
     """{label: tokens} over `samples` (from `encode_sample`), labels sorted; unlabeled samples count under ""."""
     counts: dict[str, int] = {}
@@ -123,7 +120,8 @@ def tokens_per_label(samples: Iterable[dict[str, Any]]) -> dict[str, int]:
 
 
 def write_shard(samples: Iterable[dict[str, Any]], path: str) -> ShardInfo:
-    """Write `samples` (from `encode_sample`) as one tar, sorted by key, to `path.tmp`, then rename onto `path`.
+    """Write `samples` (from `encode_sample`) as one tar, sorted by key, to `path.tmp`, then rename onto `path`,
+    and its token index beside it (shards/index.py: the fast path of the streaming reader).
 
     The same samples in any order give the same bytes. Duplicate keys raise ValueError. The returned info
     counts tokens in all and per label (`tokens_per_label`)."""
@@ -143,6 +141,7 @@ def write_shard(samples: Iterable[dict[str, Any]], path: str) -> ShardInfo:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    write_index(path, written.sha256)
     return ShardInfo(os.path.basename(path), len(ordered), sum(labels.values()), written.size, written.sha256,
                      labels)
 
@@ -165,11 +164,13 @@ def shard_name(split: str, index: int) -> str:
 
 
 def remove_unlisted_shards(folder: str, listed: Iterable[str]) -> list[str]:
-    """Delete the shard files (`train-*.tar`, `val-*.tar`) in `folder` whose names are not in `listed`: what an
-    earlier run with more shards left behind. Other files stay. Returns the names removed."""
+    """Delete the shard files (`train-*.tar`, `val-*.tar`) in `folder` whose names are not in `listed`, and their
+    token indexes (`train-*.idx.npy`): what an earlier run with more shards left behind. Other files stay.
+    Returns the names removed."""
     keep = set(listed)
+    keep |= {name[:-4] + INDEX_SUFFIX for name in keep if name.endswith(".tar")}
     removed = sorted(name for name in os.listdir(folder)
-                     if name.endswith(".tar") and name.split("-")[0] in SPLITS and name not in keep)
+                     if name.endswith((".tar", INDEX_SUFFIX)) and name.split("-")[0] in SPLITS and name not in keep)
     for name in removed:
         os.remove(os.path.join(folder, name))
     return removed
