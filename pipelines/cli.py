@@ -223,7 +223,8 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     try:
         result = train(args.model, args.shards, args.config, steps=args.steps, out=args.out, resume=args.resume,
-                       device=args.device, seed=args.seed, tokenizer_dir=args.tokenizer)
+                       device=args.device, seed=args.seed, tokenizer_dir=args.tokenizer,
+                       checkpoint_every=args.checkpoint_every)
     except (CheckpointError, ManifestError) as exc:  # refused input: one clear line, no traceback
         print(f"wudao train: {exc}", file=sys.stderr)
         return 1
@@ -376,8 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     trainp.add_argument("--config", default="tiny",
                         help="tiny, small, base, large, or a YAML file (base: NAME + fields)")
     trainp.add_argument("--steps", type=int, help="optimizer steps (default: the config's max_steps)")
-    trainp.add_argument("--out", default="run", help="folder for ckpt.pt and metrics.jsonl")
-    trainp.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt (same data position)")
+    trainp.add_argument("--out", default="run", help="folder for ckpt.pt, ckpt-STEP.pt and metrics.jsonl")
+    trainp.add_argument("--resume", action="store_true",
+                        help="continue from OUT/ckpt.pt (same data position and random state on every rank)")
+    trainp.add_argument("--checkpoint-every", type=int,
+                        help="write ckpt-STEP.pt every N steps (default: the config's checkpoint_every; 0: at the "
+                             "end only)")
     trainp.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     trainp.add_argument("--seed", type=int, default=0)
     trainp.add_argument("--tokenizer", help="tokenizer folder, when the shard folder has no vocab.json")

@@ -80,6 +80,66 @@ def test_resume_gives_the_same_next_losses(tmp_path):
     assert resumed["losses"] == full["losses"][4:]
 
 
+def test_resume_from_a_periodic_checkpoint_with_dropout_and_moe(tmp_path):
+    """Dropout and router jitter draw random numbers every step: resume is exact only with the random states."""
+    import os
+    import shutil
+
+    shards = _shards(tmp_path / "s", "glm")
+    quiet = {"log": lambda _: None, **TINY, "dropout": 0.1, "num_experts": 4, "moe_every_n_layers": 1}
+    full = train("glm", shards, "tiny", steps=8, out=str(tmp_path / "full"), checkpoint_every=4, **quiet)
+    names = sorted(os.listdir(tmp_path / "full"))
+    assert names == ["ckpt-0000004.pt", "ckpt-0000008.pt", "ckpt.pt", "metrics.jsonl"]
+    assert os.path.samefile(tmp_path / "full" / "ckpt.pt", tmp_path / "full" / "ckpt-0000008.pt")
+    (tmp_path / "crashed").mkdir()
+    shutil.copy(tmp_path / "full" / "ckpt-0000004.pt", tmp_path / "crashed" / "ckpt.pt")
+    resumed = train("glm", shards, "tiny", steps=8, out=str(tmp_path / "crashed"), resume=True, **quiet)
+    assert resumed["losses"] == full["losses"][4:]
+    state = torch.load(tmp_path / "full" / "ckpt-0000004.pt", weights_only=True)
+    assert state["world_size"] == 1 and set(state["ranks"][0]) == {"reader", "rng"}
+
+
+def test_model_flops_per_token_counts_active_parameters():
+    from train.loop import build_model, model_flops_per_token
+
+    dense_cfg = load_config("tiny", vocab_size=300, **{k: TINY[k] for k in ("d_model", "n_layers", "n_heads",
+                                                                             "d_ff", "seq_len")})
+    dense = build_model("glm", dense_cfg)
+    params = sum(p.numel() for p in dense.parameters())
+    attention = 12 * 2 * 32 * 64
+    assert model_flops_per_token(dense, dense_cfg) == 6 * params + attention
+    moe_cfg = load_config("tiny", vocab_size=300, num_experts=4, moe_every_n_layers=1,
+                          **{k: TINY[k] for k in ("d_model", "n_layers", "n_heads", "d_ff", "seq_len")})
+    moe = build_model("glm", moe_cfg)
+    per_expert = 32 * 64 + 64 + 64 * 32 + 32                                 # w1, b1, w2, b2 of one expert
+    all_params = sum(p.numel() for p in moe.parameters())
+    active = all_params - 2 * 4 * per_expert + 2 * 1 * per_expert           # switch: 1 of 4 experts per token
+    assert model_flops_per_token(moe, moe_cfg) == 6 * active + attention
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path):
+    import os
+
+    shards = _shards(tmp_path / "s", "glm")
+    train("glm", shards, "tiny", steps=7, out=str(tmp_path / "run"), log=lambda _: None, checkpoint_every=2,
+          keep_checkpoints=2, **TINY)
+    assert sorted(os.listdir(tmp_path / "run")) == ["ckpt-0000006.pt", "ckpt-0000007.pt", "ckpt.pt",
+                                                     "metrics.jsonl"]
+
+
+def test_a_checkpoint_from_before_per_rank_states_still_resumes(tmp_path):
+    shards = _shards(tmp_path / "s", "glm")
+    quiet = {"log": lambda _: None, **TINY}
+    full = train("glm", shards, "tiny", steps=6, out=str(tmp_path / "full"), **quiet)
+    train("glm", shards, "tiny", steps=3, out=str(tmp_path / "old"), **quiet)
+    state = torch.load(tmp_path / "old" / "ckpt.pt", weights_only=True)
+    state["reader"] = state.pop("ranks")[0]["reader"]      # the layout written before issue 20
+    del state["world_size"]
+    torch.save(state, tmp_path / "old" / "ckpt.pt")
+    resumed = train("glm", shards, "tiny", steps=6, out=str(tmp_path / "old"), resume=True, **quiet)
+    assert resumed["losses"] == full["losses"][3:]         # dropout 0: no random state needed
+
+
 def test_glm_objective_mix_comes_from_the_config(tmp_path):
     from train.data import glm_masking
 
@@ -113,26 +173,44 @@ def test_train_command(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["steps"] == 5
 
 
-@pytest.mark.slow
-def test_data_parallel_with_torchrun(tmp_path):
-    """Two CPU processes (gloo) under torchrun: each reads its half of the shards, DDP averages the gradients."""
-    import os
+def _torchrun(args: list[str], env: dict) -> None:
     import subprocess
     import sys
 
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "pipelines.cli", "train", *args], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_data_parallel_with_torchrun_resumes_exactly(tmp_path):
+    """Two CPU processes (gloo) under torchrun: each reads its half of the shards, DDP averages the gradients; a
+    run resumed from a periodic checkpoint continues with the losses of the uninterrupted run, with dropout and
+    MoE router jitter on (every rank's reader position and random state are in the checkpoint)."""
+    import os
+    import shutil
+
     shards = _shards(tmp_path / "s", "glm", n_train=96)
     config = tmp_path / "c.yaml"
-    config.write_text("base: tiny\n" + "".join(f"{k}: {v}\n" for k, v in TINY.items()))
+    settings = {**TINY, "dropout": 0.1, "num_experts": 4, "moe_every_n_layers": 1}
+    config.write_text("base: tiny\n" + "".join(f"{k}: {v}\n" for k, v in settings.items()))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "pipelines.cli", "train", "--shards", shards, "--model", "glm", "--config",
-                           str(config), "--steps", "6", "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    common = ["--shards", shards, "--model", "glm", "--config", str(config), "--steps", "6"]
+    _torchrun([*common, "--out", str(tmp_path / "run"), "--checkpoint-every", "3"], env)
     state = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
-    assert state["step"] == 6
+    assert state["step"] == 6 and state["world_size"] == 2
+    ranks = state["ranks"]
+    assert [r["reader"]["consumer"] for r in ranks] == [0, 1]          # each rank's own position
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in lines if "loss" in e] == list(range(1, 7))   # rank 0 alone writes metrics
+    full = [e["loss"] for e in lines if "loss" in e]
+    assert len(full) == 6                                                   # rank 0 alone writes metrics
+    per_rank_max = 6 * TINY["batch_size"] * TINY["seq_len"]                 # 6 steps of full batches on one rank
+    assert lines[-1]["tokens"] > per_rank_max and lines[-1]["tokens_per_s"] > 0   # counted over both ranks
+    (tmp_path / "crashed").mkdir()
+    shutil.copy(tmp_path / "run" / "ckpt-0000003.pt", tmp_path / "crashed" / "ckpt.pt")
+    _torchrun([*common, "--out", str(tmp_path / "crashed"), "--resume"], env)
+    lines = [json.loads(line) for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["loss"] for e in lines if "loss" in e] == full[3:]
 
 
 def test_gradient_accumulation_and_bf16_autocast(tmp_path):

@@ -58,6 +58,9 @@ class Config:
     bf16: bool = False
     eval_every: int = 100
     eval_batches: int = 8
+    # checkpoints: every `checkpoint_every` steps (0: only at the end), the newest `keep_checkpoints` kept
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 3
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "d_ff", "seq_len", "batch_size", "grad_accum",
@@ -67,6 +70,8 @@ class Config:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
+            raise ValueError("checkpoint_every must be >= 0 and keep_checkpoints >= 1")
         if self.num_experts < 0 or self.vocab_size < 0:
             raise ValueError("num_experts and vocab_size must be >= 0")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -81,12 +86,14 @@ class Config:
 CONFIGS: dict[str, Config] = {
     "tiny": Config(),
     "small": Config(d_model=512, n_layers=8, n_heads=8, d_ff=2048, seq_len=512, dropout=0.1, lr=6e-4,
-                    warmup_steps=1000, batch_size=32, max_steps=50_000, bf16=True, eval_every=1000, eval_batches=50),
+                    warmup_steps=1000, batch_size=32, max_steps=50_000, bf16=True, eval_every=1000, eval_batches=50,
+                    checkpoint_every=1000),
     "base": Config(d_model=768, n_layers=12, n_heads=12, d_ff=3072, seq_len=512, dropout=0.1, lr=4e-4,
-                   warmup_steps=2000, batch_size=64, max_steps=200_000, bf16=True, eval_every=2000, eval_batches=100),
+                   warmup_steps=2000, batch_size=64, max_steps=200_000, bf16=True, eval_every=2000, eval_batches=100,
+                   checkpoint_every=2000),
     "large": Config(d_model=1024, n_layers=24, n_heads=16, d_ff=4096, seq_len=512, dropout=0.1, lr=2e-4,
                     warmup_steps=2000, batch_size=64, grad_accum=4, max_steps=200_000, bf16=True, eval_every=2000,
-                    eval_batches=100),
+                    eval_batches=100, checkpoint_every=2000),
 }
 
 

@@ -3,21 +3,31 @@
 AdamW (weight decay on matrices only), linear warmup then cosine decay to `min_lr_ratio` x lr, gradient clipping,
 gradient accumulation, bf16 autocast when the config asks and the device supports it, the MoE balance loss added
 with `moe_balance_weight` (Switch, Fedus et al. 2021: 1e-2). Every `eval_every` steps the validation split is read
-from its start (the same batches each time) and its mean loss logged. Checkpoints (`ckpt.pt`) hold tensors and
-plain values only (model, optimizer, step, reader position, config) and load with `load_checkpoint` (weights only:
-a file holding pickled objects is refused with a CheckpointError, as is one that is not a torch checkpoint);
-`resume=True` continues with the exact next batch and optimizer state. Under `torchrun` each rank reads its own
-part of the shards (the reader's rank split) and the model is wrapped in DistributedDataParallel.
+from its start (the same batches each time) and its mean loss logged.
+
+Checkpoints hold tensors and plain values only (model, optimizer, step, config, and per rank the reader's position
+and the random states of torch, CUDA, Python and numpy) and load with `load_checkpoint` (weights only: a file
+holding pickled objects is refused with a CheckpointError, as is one that is not a torch checkpoint). Every
+`checkpoint_every` steps and at the end, rank 0 writes `ckpt-0000100.pt` (temporary name, then rename), points
+`ckpt.pt` at the newest and keeps the newest `keep_checkpoints`. `resume=True` continues from `ckpt.pt` with the
+exact next batch on every rank, the optimizer state and the random streams where they were, so dropout and MoE
+router jitter draw what an uninterrupted run draws.
+
+Under `torchrun` each rank reads its own part of the shards (the reader's rank split), sits on its own GPU
+(`LOCAL_RANK`; gloo on CPU, NCCL on CUDA) and the model is wrapped in DistributedDataParallel.
 """
 from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import sys
 import time
 from contextlib import nullcontext
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from tokenizer.schedule import warmup_cosine
@@ -27,6 +37,7 @@ from train.configs import Config, load_config, with_vocab
 
 CHECKPOINT = "ckpt.pt"
 METRICS = "metrics.jsonl"
+_STEP_FILE = re.compile(r"ckpt-(\d{7,})\.pt")
 
 
 def load_checkpoint(path: str, map_location: str = "cpu", need: tuple[str, ...] = ("model", "config")) -> dict:
@@ -48,6 +59,31 @@ def build_model(kind: str, cfg: Config) -> torch.nn.Module:
 
         return CogViewModel(cfg)
     raise ValueError(f"unknown model kind {kind!r} (glm or cogview)")
+
+
+#: dense bf16 tensor-core peak per GPU, FLOP/s, from the vendors' data sheets (SXM parts); MFU is reported only
+#: for these (PaLM's model FLOPs utilization, Chowdhery et al. 2022, appendix B)
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
+
+
+def model_flops_per_token(model: torch.nn.Module, cfg: Config) -> float:
+    """Training FLOPs per token, PaLM's estimate: 6 x active parameters (forward and backward) + 12 x layers x
+    d_model x seq_len for attention. An MoE layer's experts count with top_k / num_experts of their parameters
+    (the share one token runs through); embeddings count too, as in nanoGPT's estimate."""
+    from train.moe import MoEMLP
+
+    expert = {id(p): m.top_k / m.num_experts for m in model.modules() if isinstance(m, MoEMLP)
+              for p in (m.w1, m.b1, m.w2, m.b2)}
+    active = sum(p.numel() * expert.get(id(p), 1.0) for p in model.parameters())
+    return 6.0 * active + 12.0 * cfg.n_layers * cfg.d_model * cfg.seq_len
+
+
+def peak_flops(device: str) -> float | None:
+    """This GPU's dense bf16 peak from `PEAK_BF16_FLOPS` by its name; None on CPU or for a GPU not listed."""
+    if not device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name(torch.device(device))
+    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
 def lr_at(step: int, cfg: Config, total: int) -> float:
@@ -122,19 +158,84 @@ def _progress_bar(step: int, total: int, loss: float, rate: float, width: int = 
     sys.stderr.flush()
 
 
-def _distributed() -> tuple[int, int]:
+def _distributed(device: str) -> tuple[int, int, str]:
+    """(rank, world size, this rank's device). Under torchrun a CUDA run puts each rank on `cuda:LOCAL_RANK` and
+    uses NCCL; a CPU run uses gloo even where CUDA exists."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return (torch.distributed.get_rank(), world, device) if world > 1 else (0, 1, device)
+
+
+def rng_state(device: str) -> dict[str, Any]:
+    """The random streams this process draws from, as tensors and plain values (weights-only loadable)."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [kind, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss]}
+    if device.startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: str) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, key.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and device.startswith("cuda"):
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def step_checkpoints(out: str) -> list[tuple[int, str]]:
+    """(step, path) of the step-numbered checkpoints in `out`, oldest first."""
+    found = [(int(m.group(1)), os.path.join(out, name)) for name in os.listdir(out)
+             if (m := _STEP_FILE.fullmatch(name))]
+    return sorted(found)
+
+
+def _write_checkpoint(state: dict[str, Any], out: str, step: int, keep: int) -> str:
+    """`ckpt-<step>.pt` (atomically), `ckpt.pt` pointing at it (a hard link, else a copy), older ones pruned."""
+    path = os.path.join(out, f"ckpt-{step:07d}.pt")
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    latest = os.path.join(out, CHECKPOINT)
+    if os.path.exists(latest + ".tmp"):
+        os.remove(latest + ".tmp")
+    try:
+        os.link(path, latest + ".tmp")
+    except OSError:
+        import shutil
+
+        shutil.copyfile(path, latest + ".tmp")
+    os.replace(latest + ".tmp", latest)
+    for _, old in step_checkpoints(out)[:-keep]:
+        os.remove(old)
+    return path
+
+
+def _rank_states(state: dict[str, Any], world: int, path: str) -> list[dict[str, Any]]:
+    """Every rank's {reader, rng} from a checkpoint; one written before per-rank states holds rank 0's reader."""
+    if "ranks" not in state:
+        if world != 1 or "reader" not in state:
+            raise CheckpointError(f"{path}: holds one rank's reader position, this run has {world} ranks")
+        return [{"reader": state["reader"]}]
+    if not isinstance(state["ranks"], list) or len(state["ranks"]) != world:
+        raise CheckpointError(f"{path}: written by another number of ranks than this run's {world}; resume with "
+                              f"the same number of processes")
+    return state["ranks"]
 
 
 def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int | None = None, out: str = "run",
           resume: bool = False, device: str = "cpu", seed: int = 0, tokenizer_dir: str | None = None,
           log_every: int = 10, checkpoint_every: int | None = None, log: Callable[[str], None] | None = None,
           **overrides) -> dict[str, Any]:
-    """Train `kind` ("glm" or "cogview") on the shards; returns a summary (losses, tokens/s, steps)."""
-    rank, world = _distributed()
+    """Train `kind` ("glm" or "cogview") on the shards; returns a summary (losses, tokens/s, steps).
+    `checkpoint_every` (steps; None: the config's) overrides the config's field."""
+    rank, world, device = _distributed(device)
     log_is_default = log is None
     if rank != 0:
         log = lambda line: None  # noqa: E731 - only rank 0 reports
@@ -143,6 +244,8 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
     vocab = data.load_vocab(shards, tokenizer_dir)
     cfg = config if isinstance(config, Config) else load_config(config, **overrides)
     cfg = with_vocab(cfg, vocab)
+    if checkpoint_every is not None:
+        cfg = Config(**{**cfg.to_dict(), "checkpoint_every": checkpoint_every})
     total = steps if steps is not None else cfg.max_steps
     torch.manual_seed(seed)
     model = build_model(kind, cfg).to(device)
@@ -153,23 +256,30 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
     step, first_batch = 0, 0
     ckpt_path = os.path.join(out, CHECKPOINT)
     if resume and os.path.isfile(ckpt_path):
-        state = load_checkpoint(ckpt_path, device, need=("model", "optimizer", "reader", "step", "batches"))
+        state = load_checkpoint(ckpt_path, device, need=("model", "optimizer", "step", "batches"))
+        mine = _rank_states(state, world, ckpt_path)[rank]
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            reader.load_state_dict(data.reader_state_from_tensors(state["reader"]))
+            reader.load_state_dict(data.reader_state_from_tensors(mine["reader"]))
+            if "rng" in mine:
+                set_rng_state(mine["rng"], device)
             step, first_batch = int(state["step"]), int(state["batches"])
         except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
             why = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
             raise CheckpointError(f"{ckpt_path}: does not fit this run ({why})") from None
         log(f"resumed from {ckpt_path} at step {step}")
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
     stream = data.batches(kind, reader, masking, cfg.batch_size, cfg.seq_len, seed=seed, rank=rank,
                           first_batch=first_batch)
     batches_used = first_batch
     history: list[dict[str, Any]] = []
     metrics_file = open(os.path.join(out, METRICS), "a", encoding="utf-8") if rank == 0 else None
     started, tokens_seen = time.perf_counter(), 0
+    flops_per_token, peak = model_flops_per_token(model, cfg), peak_flops(device)
     show_progress = rank == 0 and log_is_default and sys.stderr.isatty()
 
     def record(entry: dict[str, Any]) -> None:
@@ -178,14 +288,34 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
             metrics_file.write(json.dumps(entry) + "\n")
             metrics_file.flush()
 
+    def global_tokens() -> int:
+        """Tokens all ranks have trained on since this process started (every rank calls it at the same steps)."""
+        if world == 1:
+            return tokens_seen
+        counts = torch.tensor([tokens_seen], dtype=torch.int64, device=device if device.startswith("cuda") else "cpu")
+        torch.distributed.all_reduce(counts)
+        return int(counts.item())
+
+    def utilization(rate: float) -> float | None:
+        """Model FLOPs utilization of the whole job at `rate` tokens/s (None off the GPUs in PEAK_BF16_FLOPS)."""
+        return rate * flops_per_token / (peak * world) if peak else None
+
+    rate = 0.0
+
     def save() -> None:
-        if rank != 0:
-            return
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "batches": batches_used, "reader": data.reader_state_to_tensors(reader.state_dict()),
-                 "config": cfg.to_dict(), "kind": kind}
-        torch.save(state, ckpt_path + ".tmp")
-        os.replace(ckpt_path + ".tmp", ckpt_path)
+        """Every rank hands its reader position and random state to rank 0, which writes the checkpoint."""
+        mine = {"reader": data.reader_state_to_tensors(reader.state_dict()), "rng": rng_state(device)}
+        ranks = [mine]
+        if world > 1:
+            ranks = [None] * world
+            torch.distributed.all_gather_object(ranks, mine)
+        if rank == 0:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                     "batches": batches_used, "ranks": ranks, "world_size": world, "config": cfg.to_dict(),
+                     "kind": kind}
+            _write_checkpoint(state, out, step, cfg.keep_checkpoints)
+        if world > 1:
+            torch.distributed.barrier()  # no rank runs on (or exits) before the checkpoint is complete
 
     val = validate(kind, model, shards, vocab, masking, cfg, device, seed) if step == 0 else None
     if val is not None:
@@ -217,20 +347,27 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
             val = validate(kind, model, shards, vocab, masking, cfg, device, seed)
             if val is not None:
                 entry["val_loss"] = val
-        record(entry)
-        if step % log_every == 0 or step == total or "val_loss" in entry:
-            rate = tokens_seen / max(1e-9, time.perf_counter() - started)
+        if step % log_every == 0 or step == total or step % cfg.eval_every == 0:
+            entry["tokens"] = global_tokens()
+            rate = entry["tokens"] / max(1e-9, time.perf_counter() - started)
+            entry["tokens_per_s"] = round(rate, 1)
+            mfu = f", MFU {utilization(rate):.1%}" if peak else ""
+            if peak:
+                entry["mfu"] = round(utilization(rate), 4)
             val_text = f", val loss {entry['val_loss']:.4f}" if "val_loss" in entry else ""
             if show_progress:
                 sys.stderr.write("\r\x1b[K")  # clear the bar before a log line
-            log(f"step {step}/{total}: loss {step_loss:.4f}{val_text}, lr {entry['lr']:.2e}, {rate:,.0f} tokens/s")
+            log(f"step {step}/{total}: loss {step_loss:.4f}{val_text}, lr {entry['lr']:.2e}, "
+                f"{rate:,.0f} tokens/s (all ranks){mfu}")
+        record(entry)
         if show_progress:
-            _progress_bar(step, total, step_loss, tokens_seen / max(1e-9, time.perf_counter() - started))
-        if checkpoint_every and step % checkpoint_every == 0:
+            _progress_bar(step, total, step_loss, rate)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
             save()
     if show_progress:
         sys.stderr.write("\n")
     save()
+    rate = global_tokens() / max(1e-9, time.perf_counter() - started)
     if world > 1:
         torch.distributed.destroy_process_group()
     if metrics_file:
@@ -238,7 +375,8 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
     seconds = time.perf_counter() - started
     losses = [e["loss"] for e in history if "loss" in e]
     vals = [e["val_loss"] for e in history if "val_loss" in e]
-    return {"kind": kind, "steps": step, "seconds": round(seconds, 2), "tokens_per_s": round(tokens_seen / seconds, 1),
+    return {"kind": kind, "steps": step, "seconds": round(seconds, 2), "tokens_per_s": round(rate, 1),
+            "flops_per_token": flops_per_token, "mfu": round(utilization(rate), 4) if peak else None,
             "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
             "val_loss_first": vals[0] if vals else None, "val_loss_last": vals[-1] if vals else None,
             "losses": losses, "checkpoint": ckpt_path, "config": cfg.to_dict()}
