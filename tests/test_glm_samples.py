@@ -294,3 +294,69 @@ class _FakeTokenizer:
 
 def test_sentence_end_ids_from_pieces():
     assert sentence_end_ids(_FakeTokenizer()) == frozenset({3, 4, 5, 7, 42})
+
+
+EOT = 9  # the document separator in these tests
+
+
+def packed_windows(n: int, rng: np.random.Generator, length: int = 120) -> list[np.ndarray]:
+    """Windows cut from a stream of documents (each followed by EOT), the way the reader packs them."""
+    stream = []
+    while len(stream) < n * length:
+        doc = rng.integers(10, 90, int(rng.integers(1, 60)))
+        doc[rng.random(len(doc)) < 0.1] = DOT
+        stream += doc.tolist() + [EOT]
+    return [np.array(stream[i * length:(i + 1) * length]) for i in range(n)]
+
+
+def _spans_of(sample: dict, objective: str) -> list[np.ndarray]:
+    """Each Part B span's tokens (targets up to its [eop])."""
+    tgt, lm = sample["targets"], sample["loss_mask"]
+    spans, current = [], []
+    for t, on in zip(tgt.tolist(), lm.tolist()):
+        if not on:
+            continue
+        if t == EOP:
+            spans.append(np.array(current))
+            current = []
+        else:
+            current.append(t)
+    return spans
+
+
+@pytest.mark.parametrize("objective", ["mask", "sentence", "gmask"])
+def test_spans_stay_inside_documents_of_a_packed_window(objective):
+    """Issue 20: spans crossed <|endoftext|> and made it a target; THUDM's GLM samples spans per document."""
+    rng = np.random.default_rng(3)
+    m = masking(boundary_ids=frozenset({EOT}))
+    plain = masking()
+    crossed_before = 0
+    for window in packed_windows(300, rng):
+        sample = m.build(window, rng, objective, max_len=160)
+        check_structure(sample, 160)
+        np.testing.assert_array_equal(restore_tokens(sample, VOCAB), window[:sample["n_tokens"]])
+        assert not any((span == EOT).any() for span in _spans_of(sample, objective))   # never masked, never a target
+        x = window[:sample["n_tokens"]]
+        for s, e in m.spans(x, objective, np.random.default_rng(0)):
+            assert not (x[s:e] == EOT).any()
+        if objective == "gmask":
+            last = m.documents(x)[-1]
+            (s, e), = m.spans(x, objective, np.random.default_rng(1))
+            assert last[0] <= s and e == last[1] and e - s >= math.ceil(0.5 * (last[1] - last[0]))
+        before = plain.build(window, np.random.default_rng(5), objective, max_len=160)
+        crossed_before += any((span == EOT).any() for span in _spans_of(before, objective))
+    assert crossed_before > 30   # without separators, many windows put <|endoftext|> into a span
+
+
+def test_documents_and_separator_rules():
+    m = masking(boundary_ids=frozenset({EOT}))
+    assert m.documents(np.array([EOT, 11, 12, EOT, EOT, 13])) == [(1, 3), (5, 6)]
+    assert m.documents(np.array([11, 12])) == [(0, 2)]
+    with pytest.raises(ValueError, match="separators only"):
+        m.build(np.array([EOT, EOT]), np.random.default_rng(0), "mask", max_len=8)
+    with pytest.raises(ValueError, match="cannot also end sentences"):
+        masking(sentence_end_ids=frozenset({DOT, EOT}), boundary_ids=frozenset({EOT}))
+    # one [MASK] span set per document: 15% of each, so a 2-document window gets spans in both
+    x = np.array([11] * 20 + [EOT] + [12] * 20)
+    spans = m.spans(x, "mask", np.random.default_rng(0))
+    assert any(e <= 20 for _, e in spans) and any(s >= 21 for s, _ in spans)

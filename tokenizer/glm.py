@@ -9,6 +9,11 @@ For tokens x, spans are blanked out in one of three ways (the objective is drawn
   remainder after the last end is a sentence too), taken in random order until at least 15% of x is covered.
 - `gmask` ([gMASK]): one span from a random point to the end, of a length uniform over 50%-100% of x.
 
+Packed windows hold several documents separated by `boundary_ids` (`<|endoftext|>`): spans then stay inside
+documents, as THUDM/GLM samples them per document. [MASK] spans are drawn for each document (15% of it), sentences
+never reach over a separator, and the [gMASK] span covers 50-100% of the window's last document, up to its end. A
+separator is never masked and never a target.
+
 Layout (`layout`): Part A = x with each span replaced by its mask token; Part B = the spans in shuffled order, each
 fed as `[sop] span` with target `span [eop]`. `position_ids[0]` is the position in Part A (for Part B: the position
 of the span's mask token), `position_ids[1]` is 0 on Part A and 1, 2, ... inside a Part B span (1 on `[sop]`).
@@ -184,6 +189,7 @@ class GLMMasking:
     gmask_max: float = 1.0
     ratios: dict[str, float] = field(default_factory=lambda: {"mask": 0.5, "sentence": 0.3, "gmask": 0.2})
     sentence_end_ids: frozenset[int] = frozenset()
+    boundary_ids: frozenset[int] = frozenset()   # document separators in packed windows: never inside a span
 
     def __post_init__(self) -> None:
         if not 0 < self.mask_ratio <= 1:
@@ -196,6 +202,9 @@ class GLMMasking:
         if unknown or any(v < 0 for v in self.ratios.values()) or sum(self.ratios.values()) <= 0:
             raise ValueError(f"ratios must map some of {OBJECTIVES} to non-negative weights with a positive sum")
         self.sentence_end_ids = frozenset(int(i) for i in self.sentence_end_ids)
+        self.boundary_ids = frozenset(int(i) for i in self.boundary_ids)
+        if self.sentence_end_ids & self.boundary_ids:
+            raise ValueError("a document separator cannot also end sentences: spans never include separators")
         if self.ratios.get("sentence", 0) > 0 and not self.sentence_end_ids:
             raise ValueError("the sentence objective needs sentence_end_ids (see sentence_end_ids(tokenizer)); "
                              "pass them or set ratios['sentence'] to 0")
@@ -228,11 +237,21 @@ class GLMMasking:
             offset += length + 1
         return spans
 
+    def documents(self, x: np.ndarray) -> list[tuple[int, int]]:
+        """[start, end) of each run of tokens between document separators (all of x without `boundary_ids`)."""
+        if not self.boundary_ids:
+            return [(0, len(x))]
+        cuts = np.flatnonzero(np.isin(x, list(self.boundary_ids))).tolist()
+        bounds = zip([-1, *cuts], [*cuts, len(x)])
+        return [(a + 1, b) for a, b in bounds if b > a + 1]
+
     def sentence_spans(self, x: np.ndarray, rng: np.random.Generator) -> list[tuple[int, int]]:
-        ends = np.flatnonzero(np.isin(x, list(self.sentence_end_ids))) + 1
-        bounds = [0] + ends.tolist() + ([len(x)] if not len(ends) or ends[-1] != len(x) else [])
-        sentences = list(zip(bounds[:-1], bounds[1:]))
-        target = self.mask_ratio * len(x)
+        sentences = []
+        for start, stop in self.documents(x):
+            ends = (np.flatnonzero(np.isin(x[start:stop], list(self.sentence_end_ids))) + 1 + start).tolist()
+            bounds = [start] + ends + ([stop] if not ends or ends[-1] != stop else [])
+            sentences += list(zip(bounds[:-1], bounds[1:]))
+        target = self.mask_ratio * sum(stop - start for start, stop in sentences)
         chosen, covered = [], 0
         for j in rng.permutation(len(sentences)).tolist():
             chosen.append(sentences[j])
@@ -248,14 +267,19 @@ class GLMMasking:
         return [(n - length, n)]
 
     def spans(self, x: np.ndarray, objective: str, rng: np.random.Generator) -> list[tuple[int, int]]:
+        documents = self.documents(x)
+        if not documents:
+            raise ValueError("a window of document separators only has nothing to mask")
         if objective == "mask":
-            return self.mask_spans(len(x), rng)
+            return [(start + s, start + e) for start, stop in documents
+                    for s, e in self.mask_spans(stop - start, rng)]
         if objective == "sentence":
             if not self.sentence_end_ids:
                 raise ValueError("the sentence objective needs sentence_end_ids")
             return self.sentence_spans(x, rng)
         if objective == "gmask":
-            return self.gmask_spans(len(x), rng)
+            start, stop = documents[-1]
+            return [(start + s, start + e) for s, e in self.gmask_spans(stop - start, rng)]
         raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
 
     def build(self, tokens, rng: np.random.Generator, objective: str | None = None, *, max_len: int) -> dict:

@@ -32,18 +32,20 @@ def load_vocab(shards: str, tokenizer_dir: str | None = None) -> Vocab:
 def glm_masking(vocab: Vocab, shards: str, tokenizer_dir: str | None = None,
                 objectives: tuple[float, float, float] = (0.5, 0.3, 0.2)):
     """GLMMasking mixing the [MASK] / [sMASK] / [gMASK] objectives by `objectives`, with sentence ends from the
-    tokenizer model when one is at hand; without one the sentence share goes to the token-level objective."""
+    tokenizer model when one is at hand (without one the sentence share goes to the token-level objective), and
+    `<|endoftext|>` as the document separator no span crosses."""
     from tokenizer.glm import GLMMasking, sentence_end_ids
 
     mask, sentence, gmask = objectives
+    eot = frozenset({vocab.token_id("<|endoftext|>")})   # packed documents' separator: spans stay inside documents
     folder = tokenizer_dir or (shards if os.path.isdir(shards) else os.path.dirname(shards))
     if os.path.isfile(os.path.join(folder, "tokenizer.model")):
         from tokenizer.text import TextTokenizer
 
-        ends = sentence_end_ids(TextTokenizer.load(folder)) | {vocab.token_id("<|endoftext|>")}
-        return GLMMasking(vocab, sentence_end_ids=frozenset(ends),
+        ends = sentence_end_ids(TextTokenizer.load(folder)) - eot
+        return GLMMasking(vocab, sentence_end_ids=frozenset(ends), boundary_ids=eot,
                           ratios={"mask": mask, "sentence": sentence, "gmask": gmask})
-    return GLMMasking(vocab, ratios={"mask": mask + sentence, "sentence": 0.0, "gmask": gmask})
+    return GLMMasking(vocab, ratios={"mask": mask + sentence, "sentence": 0.0, "gmask": gmask}, boundary_ids=eot)
 
 
 def make_reader(kind: str, shards: str, vocab: Vocab, seq_len: int, *, split: str = "train", seed: int = 0,
