@@ -290,3 +290,33 @@ def test_configs(tmp_path):
         load_config("huge")
     with pytest.raises(ValueError):
         Config(d_model=30, n_heads=4)
+
+
+def test_glm_uses_block_positions():
+    """Issue 20: GLM's second position id (the place inside a Part B span) must change what Part B predicts."""
+    torch.manual_seed(12)
+    model = GLMModel(small_cfg()).eval()
+    ids, pos, sep = glm_batch()
+    base = model(ids, pos, sep)["logits"]
+    shifted = pos.clone()
+    shifted[:, 1, 7:] += 1                           # the same spans, their tokens one place later in the span
+    out = model(ids, shifted, sep)["logits"]
+    torch.testing.assert_close(out[:, :7], base[:, :7], rtol=0, atol=0)   # Part A has block position 0 throughout
+    assert all(not torch.allclose(out[:, i], base[:, i]) for i in range(7, 12))
+    model.block_pos.weight.data.zero_()              # a model that ignores block positions fails the check above
+    assert torch.equal(model(ids, pos, sep)["logits"], model(ids, shifted, sep)["logits"])
+
+
+def test_training_loss_includes_the_moe_balance_loss():
+    """Issue 20: the loss the optimizer sees is the LM loss plus moe_balance_weight x the summed balance losses."""
+    from train.loop import forward_loss
+
+    torch.manual_seed(13)
+    cfg = small_cfg(num_experts=4, moe_gate="switch", moe_balance_weight=0.5)
+    model = CogViewModel(cfg)
+    batch = {"ids": cogview_ids()}
+    total, loss, _ = forward_loss("cogview", model, batch, cfg)
+    torch.manual_seed(13)
+    aux = CogViewModel(cfg)(batch["ids"])["aux_loss"]
+    assert float(aux.detach()) > 0
+    torch.testing.assert_close(total, loss + 0.5 * aux)

@@ -117,6 +117,29 @@ def test_model_flops_per_token_counts_active_parameters():
     assert model_flops_per_token(moe, moe_cfg) == 6 * active + attention
 
 
+def test_fp16_trains_with_loss_scaling_and_resumes_exactly(tmp_path):
+    from train.loop import precision
+
+    shards = _shards(tmp_path / "s", "glm")
+    quiet = {"log": lambda _: None, **TINY, "fp16": True}
+    full = train("glm", shards, "tiny", steps=6, out=str(tmp_path / "full"), **quiet)
+    assert all(np.isfinite(full["losses"])) and full["losses"][-1] < full["losses"][0]
+    state = torch.load(tmp_path / "full" / "ckpt.pt", weights_only=True)
+    assert state["scaler"]["scale"] > 1 and state["model"]["tok.weight"].dtype == torch.float32
+    train("glm", shards, "tiny", steps=3, out=str(tmp_path / "part"), **quiet)
+    resumed = train("glm", shards, "tiny", steps=6, out=str(tmp_path / "part"), resume=True, **quiet)
+    assert resumed["losses"] == full["losses"][3:]
+    assert precision(load_config("tiny", fp16=True), "cpu") == torch.float16
+    assert precision(load_config("tiny", bf16=True), "cpu") == torch.bfloat16
+    assert precision(load_config("tiny"), "cpu") is None
+    import unittest.mock
+
+    with unittest.mock.patch("torch.cuda.is_bf16_supported", return_value=False):   # e.g. a V100 or T4
+        assert precision(load_config("tiny", bf16=True), "cuda") == torch.float16
+    with pytest.raises(ValueError, match="one of bf16 and fp16"):
+        load_config("tiny", bf16=True, fp16=True)
+
+
 def test_only_the_newest_checkpoints_are_kept(tmp_path):
     import os
 

@@ -55,7 +55,8 @@ class Config:
     batch_size: int = 8
     grad_accum: int = 1
     max_steps: int = 1000
-    bf16: bool = False
+    bf16: bool = False                # bf16 autocast; on a GPU without bf16 it becomes fp16 with loss scaling
+    fp16: bool = False                # fp16 autocast with dynamic loss scaling (torch.amp.GradScaler)
     eval_every: int = 100
     eval_batches: int = 8
     # checkpoints: every `checkpoint_every` steps (0: only at the end), the newest `keep_checkpoints` kept
@@ -70,6 +71,8 @@ class Config:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.bf16 and self.fp16:
+            raise ValueError("choose one of bf16 and fp16")
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ValueError("checkpoint_every must be >= 0 and keep_checkpoints >= 1")
         if self.num_experts < 0 or self.vocab_size < 0:

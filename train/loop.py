@@ -120,11 +120,20 @@ def forward_loss(kind: str, model: torch.nn.Module, batch: dict[str, torch.Tenso
     return total, loss, tokens
 
 
+def precision(cfg: Config, device: str) -> torch.dtype | None:
+    """The autocast dtype: bf16 when the config asks and the device has it; fp16 when the config asks, or asks for
+    bf16 on a GPU without it (then with loss scaling: fp16's narrow range needs it, Micikevicius et al. 2018);
+    None for fp32."""
+    if cfg.fp16 or (cfg.bf16 and device.startswith("cuda") and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16 if cfg.bf16 else None
+
+
 def _autocast(cfg: Config, device: str):
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-    if cfg.bf16 and (device_type == "cpu" or torch.cuda.is_bf16_supported()):
-        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-    return nullcontext()
+    dtype = precision(cfg, device)
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=dtype)
 
 
 @torch.no_grad()
@@ -250,6 +259,10 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
     torch.manual_seed(seed)
     model = build_model(kind, cfg).to(device)
     optimizer = make_optimizer(model, cfg)
+    half = precision(cfg, device) == torch.float16
+    scaler = torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=half)
+    if half and cfg.bf16:
+        log("this GPU has no bf16: training in fp16 with loss scaling")
     masking = data.glm_masking(vocab, shards, tokenizer_dir, cfg.glm_objectives) if kind == "glm" else None
     reader = data.make_reader(kind, shards, vocab, cfg.seq_len, seed=seed, rank=rank, world_size=world)
     os.makedirs(out, exist_ok=True)
@@ -261,6 +274,8 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if half and "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
             reader.load_state_dict(data.reader_state_from_tensors(mine["reader"]))
             if "rng" in mine:
                 set_rng_state(mine["rng"], device)
@@ -310,8 +325,8 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
             ranks = [None] * world
             torch.distributed.all_gather_object(ranks, mine)
         if rank == 0:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                     "batches": batches_used, "ranks": ranks, "world_size": world, "config": cfg.to_dict(),
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                     "step": step, "batches": batches_used, "ranks": ranks, "world_size": world, "config": cfg.to_dict(),
                      "kind": kind}
             _write_checkpoint(state, out, step, cfg.keep_checkpoints)
         if world > 1:
@@ -333,12 +348,14 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
             sync = nullcontext() if world == 1 or micro == cfg.grad_accum - 1 else net.no_sync()
             with sync, _autocast(cfg, device):
                 loss_total, loss, tokens = forward_loss(kind, net, batch, cfg, moe_stats)
-                (loss_total / cfg.grad_accum).backward()
+                scaler.scale(loss_total / cfg.grad_accum).backward()
             step_loss += float(loss.detach()) / cfg.grad_accum
             tokens_seen += tokens
+        scaler.unscale_(optimizer)   # clip the true gradients (a no-op without fp16)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)       # skipped when fp16 gradients overflowed; the scale then shrinks
+        scaler.update()
         step += 1
         entry: dict[str, Any] = {"step": step, "loss": round(step_loss, 6), "lr": optimizer.param_groups[0]["lr"]}
         if moe_stats.get("expert_load") and (step % log_every == 0 or step == total):
