@@ -96,7 +96,7 @@ def test_resume_from_a_periodic_checkpoint_with_dropout_and_moe(tmp_path):
     resumed = train("glm", shards, "tiny", steps=8, out=str(tmp_path / "crashed"), resume=True, **quiet)
     assert resumed["losses"] == full["losses"][4:]
     state = torch.load(tmp_path / "full" / "ckpt-0000004.pt", weights_only=True)
-    assert state["world_size"] == 1 and set(state["ranks"][0]) == {"reader", "rng"}
+    assert state["world_size"] == 1 and set(state["ranks"][0]) == {"reader", "rng", "pending"}
 
 
 def test_model_flops_per_token_counts_active_parameters():
@@ -138,6 +138,26 @@ def test_fp16_trains_with_loss_scaling_and_resumes_exactly(tmp_path):
         assert precision(load_config("tiny", bf16=True), "cuda") == torch.float16
     with pytest.raises(ValueError, match="one of bf16 and fp16"):
         load_config("tiny", bf16=True, fp16=True)
+
+
+def test_masking_in_worker_processes_gives_the_same_batches_and_resumes_exactly(tmp_path):
+    """GLM masking in a process pool, two batches ahead: the same losses as on the training thread, and a resume
+    from a checkpoint taken while batches were in flight continues exactly (their windows are in it)."""
+    shards = _shards(tmp_path / "s", "glm")
+    quiet = {"log": lambda _: None, **TINY}
+    inline = train("glm", shards, "tiny", steps=6, out=str(tmp_path / "inline"), **quiet)
+    pooled = train("glm", shards, "tiny", steps=6, out=str(tmp_path / "pooled"), checkpoint_every=3,
+                   mask_workers=1, **quiet)
+    assert pooled["losses"] == inline["losses"]
+    state = torch.load(tmp_path / "pooled" / "ckpt-0000003.pt", weights_only=True)
+    assert len(state["ranks"][0]["pending"]) == 1        # the next batch was read (and being masked), not trained on
+    (tmp_path / "crashed").mkdir()
+    (tmp_path / "crashed" / "ckpt.pt").write_bytes((tmp_path / "pooled" / "ckpt-0000003.pt").read_bytes())
+    resumed = train("glm", shards, "tiny", steps=6, out=str(tmp_path / "crashed"), resume=True, mask_workers=1,
+                    **quiet)
+    assert resumed["losses"] == inline["losses"][3:]
+    on_thread = train("glm", shards, "tiny", steps=6, out=str(tmp_path / "crashed2"), resume=False, **quiet)
+    assert on_thread["losses"] == inline["losses"]
 
 
 def test_only_the_newest_checkpoints_are_kept(tmp_path):

@@ -59,6 +59,8 @@ class Config:
     fp16: bool = False                # fp16 autocast with dynamic loss scaling (torch.amp.GradScaler)
     eval_every: int = 100
     eval_batches: int = 8
+    # GLM masking in this many worker processes, ahead of training (0: on the training thread)
+    mask_workers: int = 0
     # checkpoints: every `checkpoint_every` steps (0: only at the end), the newest `keep_checkpoints` kept
     checkpoint_every: int = 0
     keep_checkpoints: int = 3
@@ -71,6 +73,8 @@ class Config:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.mask_workers < 0:
+            raise ValueError("mask_workers must be >= 0")
         if self.bf16 and self.fp16:
             raise ValueError("choose one of bf16 and fp16")
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
@@ -90,13 +94,13 @@ CONFIGS: dict[str, Config] = {
     "tiny": Config(),
     "small": Config(d_model=512, n_layers=8, n_heads=8, d_ff=2048, seq_len=512, dropout=0.1, lr=6e-4,
                     warmup_steps=1000, batch_size=32, max_steps=50_000, bf16=True, eval_every=1000, eval_batches=50,
-                    checkpoint_every=1000),
+                    checkpoint_every=1000, mask_workers=2),
     "base": Config(d_model=768, n_layers=12, n_heads=12, d_ff=3072, seq_len=512, dropout=0.1, lr=4e-4,
                    warmup_steps=2000, batch_size=64, max_steps=200_000, bf16=True, eval_every=2000, eval_batches=100,
-                   checkpoint_every=2000),
+                   checkpoint_every=2000, mask_workers=2),
     "large": Config(d_model=1024, n_layers=24, n_heads=16, d_ff=4096, seq_len=512, dropout=0.1, lr=2e-4,
                     warmup_steps=2000, batch_size=64, grad_accum=4, max_steps=200_000, bf16=True, eval_every=2000,
-                    eval_batches=100, checkpoint_every=2000),
+                    eval_batches=100, checkpoint_every=2000, mask_workers=2),
 }
 
 

@@ -266,7 +266,7 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
     masking = data.glm_masking(vocab, shards, tokenizer_dir, cfg.glm_objectives) if kind == "glm" else None
     reader = data.make_reader(kind, shards, vocab, cfg.seq_len, seed=seed, rank=rank, world_size=world)
     os.makedirs(out, exist_ok=True)
-    step, first_batch = 0, 0
+    step, first_batch, pending = 0, 0, []
     ckpt_path = os.path.join(out, CHECKPOINT)
     if resume and os.path.isfile(ckpt_path):
         state = load_checkpoint(ckpt_path, device, need=("model", "optimizer", "step", "batches"))
@@ -279,6 +279,7 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
             reader.load_state_dict(data.reader_state_from_tensors(mine["reader"]))
             if "rng" in mine:
                 set_rng_state(mine["rng"], device)
+            pending = data.reader_state_from_tensors(mine.get("pending", []))
             step, first_batch = int(state["step"]), int(state["batches"])
         except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
             why = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
@@ -288,8 +289,8 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
-    stream = data.batches(kind, reader, masking, cfg.batch_size, cfg.seq_len, seed=seed, rank=rank,
-                          first_batch=first_batch)
+    stream = data.BatchStream(kind, reader, masking, cfg.batch_size, cfg.seq_len, seed=seed, rank=rank,
+                              first_batch=first_batch, workers=cfg.mask_workers, pending=pending)
     batches_used = first_batch
     history: list[dict[str, Any]] = []
     metrics_file = open(os.path.join(out, METRICS), "a", encoding="utf-8") if rank == 0 else None
@@ -319,15 +320,16 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
 
     def save() -> None:
         """Every rank hands its reader position and random state to rank 0, which writes the checkpoint."""
-        mine = {"reader": data.reader_state_to_tensors(reader.state_dict()), "rng": rng_state(device)}
+        mine = {"reader": data.reader_state_to_tensors(reader.state_dict()), "rng": rng_state(device),
+                "pending": data.reader_state_to_tensors(stream.pending())}
         ranks = [mine]
         if world > 1:
             ranks = [None] * world
             torch.distributed.all_gather_object(ranks, mine)
         if rank == 0:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                     "step": step, "batches": batches_used, "ranks": ranks, "world_size": world, "config": cfg.to_dict(),
-                     "kind": kind}
+                     "step": step, "batches": batches_used, "ranks": ranks, "world_size": world,
+                     "config": cfg.to_dict(), "kind": kind}
             _write_checkpoint(state, out, step, cfg.keep_checkpoints)
         if world > 1:
             torch.distributed.barrier()  # no rank runs on (or exits) before the checkpoint is complete
@@ -384,6 +386,7 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
     if show_progress:
         sys.stderr.write("\n")
     save()
+    stream.close()
     rate = global_tokens() / max(1e-9, time.perf_counter() - started)
     if world > 1:
         torch.distributed.destroy_process_group()
