@@ -26,13 +26,24 @@ its seat to a second choice. An assignment past capacity is skipped; a token tha
 
 The router runs in at least float32 (Switch's selective precision). Experts are stacked weights
 ``w1 [E, d, d_ff]``, ``w2 [E, d_ff, d]``: tokens are gathered into an ``[E, C, d]`` buffer by index and the
-experts run as two ``torch.bmm`` calls; no Python loop over tokens or experts.
+experts run as two ``torch.bmm`` calls; no Python loop over tokens or experts. Seats are found by a stable sort of
+the assignments by expert, so dispatch needs memory linear in tokens x k (no tokens x experts one-hot).
+
+Expert parallelism (FastMoE's model, He et al. 2021; GShard's all-to-all dispatch): with ``expert_group`` of W
+processes each holds E / W experts (``w1 [E/W, d, d_ff]``...). Every rank routes its own tokens with the shared
+gate, fills its ``[E, C, d]`` buffer (C from the largest token count in the group, so all buffers match), and one
+``all_to_all_single`` sends each expert's rows to the rank that holds it; the experts run on ``[E/W, W*C, d]`` and
+a second all-to-all brings the outputs back. Both are autograd-aware, so an expert's gradient sums the
+contributions of every rank's tokens; expert parameters carry ``expert_parallel = True`` so that the training
+loop keeps them out of the data-parallel all-reduce. Each expert's initial weights come from its own seed (a base
+drawn from the global generator, plus its index), so a sharded layer starts as the same layer unsharded.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -73,7 +84,7 @@ class MoEMLP(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int, num_experts: int, gate: str = "switch", top_k: int | None = None,
                  capacity_factor: float = 1.25, eval_capacity_factor: float = 2.0, noise_std: float | None = None,
-                 activation: str = "gelu", dropout: float = 0.0, init_std: float = 0.02):
+                 activation: str = "gelu", dropout: float = 0.0, init_std: float = 0.02, expert_group=None):
         super().__init__()
         if gate not in _TOP_K:
             raise ValueError(f"gate must be one of {sorted(_TOP_K)}, got {gate!r}")
@@ -99,20 +110,57 @@ class MoEMLP(nn.Module):
         self.gate_type, self.top_k = gate, top_k
         self.capacity_factor, self.eval_capacity_factor = float(capacity_factor), float(eval_capacity_factor)
         self.noise_std, self.activation = float(noise_std), activation
+        self.group = expert_group
+        self.world = dist.get_world_size(expert_group) if expert_group is not None else 1
+        self.rank = dist.get_rank(expert_group) if expert_group is not None else 0
+        if num_experts % self.world:
+            raise ValueError(f"num_experts={num_experts} does not split over {self.world} expert-parallel ranks")
+        self.local_experts = num_experts // self.world
         self.gate = nn.Linear(d_model, num_experts, bias=False)
-        self.w1 = nn.Parameter(torch.empty(num_experts, d_model, d_ff))
-        self.b1 = nn.Parameter(torch.empty(num_experts, 1, d_ff))
-        self.w2 = nn.Parameter(torch.empty(num_experts, d_ff, d_model))
-        self.b2 = nn.Parameter(torch.empty(num_experts, 1, d_model))
+        self.w1 = nn.Parameter(torch.empty(self.local_experts, d_model, d_ff))
+        self.b1 = nn.Parameter(torch.empty(self.local_experts, 1, d_ff))
+        self.w2 = nn.Parameter(torch.empty(self.local_experts, d_ff, d_model))
+        self.b2 = nn.Parameter(torch.empty(self.local_experts, 1, d_model))
+        if self.world > 1:
+            for p in (self.w1, self.b1, self.w2, self.b2):
+                p.expert_parallel = True
         self.dropout = nn.Dropout(dropout)
         self.reset_parameters(init_std)
 
+    def expert_slice(self) -> slice:
+        """The experts this rank holds, as a slice of all E."""
+        return slice(self.rank * self.local_experts, (self.rank + 1) * self.local_experts)
+
     def reset_parameters(self, std: float = 0.02) -> None:
-        """Normal(0, std) weights (GLM/Megatron's init_method_std), zero biases."""
-        for w in (self.gate.weight, self.w1, self.w2):
-            nn.init.normal_(w, 0.0, std)
+        """Normal(0, std) weights (GLM/Megatron's init_method_std), zero biases; expert e's weights from the seed
+        base + e, so every rank draws the same values for the same expert."""
+        nn.init.normal_(self.gate.weight, 0.0, std)
+        base = int(torch.randint(0, 2 ** 62, ()))
+        with torch.no_grad():
+            for local, expert in enumerate(range(self.expert_slice().start, self.expert_slice().stop)):
+                generator = torch.Generator().manual_seed(base + expert)
+                for w in (self.w1, self.w2):
+                    w[local].copy_(torch.randn(w.shape[1:], generator=generator) * std)
         nn.init.zeros_(self.b1)
         nn.init.zeros_(self.b2)
+
+    def _experts(self, buf: torch.Tensor, cap: int) -> torch.Tensor:
+        """The experts applied to the [E * C, d] buffer of this rank's tokens -> [E * C, d] outputs."""
+        d, local = self.d_model, self.local_experts
+        if self.world > 1:   # each expert's rows to the rank that holds it, from every rank: [W, E/W, C, d]
+            from torch.distributed.nn.functional import all_to_all_single
+
+            recv = all_to_all_single(torch.empty_like(buf), buf.contiguous(), group=self.group)
+            buf = recv.view(self.world, local, cap, d).transpose(0, 1).reshape(local, self.world * cap, d)
+        h = torch.baddbmm(self.b1, buf.view(local, -1, d), self.w1)
+        h = self.dropout(_ACTIVATIONS[self.activation](h))
+        out = torch.baddbmm(self.b2, h, self.w2)
+        if self.world > 1:   # and back: rank r gets its tokens' rows of every expert, in expert order
+            from torch.distributed.nn.functional import all_to_all_single
+
+            send = out.view(local, self.world, cap, d).transpose(0, 1).reshape(-1, d).contiguous()
+            out = all_to_all_single(torch.empty_like(send), send, group=self.group)
+        return out.reshape(self.num_experts * cap, d)
 
     def capacity(self, num_tokens: int) -> int:
         cf = self.capacity_factor if self.training else self.eval_capacity_factor
@@ -141,13 +189,23 @@ class MoEMLP(nn.Module):
             raise ValueError(f"expected a floating-point input, got {x.dtype}")
         shape, x = x.shape, x.reshape(-1, self.d_model)
         n, e, k = x.shape[0], self.num_experts, self.top_k
-        cap = self.capacity(n)
+        most = n
+        if self.world > 1:   # one capacity for the group, so every rank's buffer has the same shape
+            count = torch.tensor([n], device=x.device)
+            dist.all_reduce(count, op=dist.ReduceOp.MAX, group=self.group)
+            most = int(count.item())
+        cap = self.capacity(most)
         probs, top_e, top_w, active = self._route(x)
 
-        # Seats: cumulative count per expert over assignments in priority order (all 1st choices, then 2nd).
+        # Seats: position of each assignment among its expert's, in priority order (all 1st choices, then 2nd):
+        # a stable sort by expert keeps that order inside each expert; memory is linear in k * N.
         flat_e, flat_active = top_e.reshape(-1), active.reshape(-1)
-        onehot = F.one_hot(flat_e, e) * flat_active.unsqueeze(1)           # [k*N, E]
-        seat = ((onehot.cumsum(0) - 1) * onehot).sum(1)                     # position inside the expert
+        routed = torch.where(flat_active, flat_e, e)                        # inactive assignments sort last
+        order = torch.sort(routed, stable=True).indices
+        counts = torch.bincount(routed, minlength=e + 1)
+        starts = counts.cumsum(0) - counts
+        seat = torch.empty_like(order)
+        seat[order] = torch.arange(len(order), device=x.device) - starts[routed[order]]
         keep = flat_active & (seat < cap)
         none_slot, none_assign = e * cap, k * n                             # "no row" markers (a zero row)
         assign_slot = torch.where(keep, flat_e * cap + seat, none_slot)     # [k*N] slot of each assignment
@@ -157,19 +215,17 @@ class MoEMLP(nn.Module):
         slot_token = torch.where(slot_assign < none_assign, slot_assign % max(n, 1), n)
 
         buf = _GatherRows.apply(x, slot_token, assign_slot.view(k, n))     # [E*C, d], empty slots zero
-        h = torch.baddbmm(self.b1, buf.view(e, cap, self.d_model), self.w1)
-        h = self.dropout(_ACTIVATIONS[self.activation](h))
-        out = torch.baddbmm(self.b2, h, self.w2).view(e * cap, self.d_model)
+        out = self._experts(buf, cap)
         picked = _GatherRows.apply(out, assign_slot, slot_assign.view(1, e * cap))   # [k*N, d], dropped zero
         y = (picked.view(k, n, self.d_model) * top_w.to(out.dtype).unsqueeze(2)).sum(0)
 
-        first = F.one_hot(top_e[0], e).to(probs.dtype)                      # balance loss uses 1st choices
-        balance = e * (first.mean(0) * probs.mean(0)).sum() if n else probs.new_zeros(())
+        first = torch.bincount(top_e[0], minlength=e).to(probs.dtype)      # balance loss uses 1st choices
+        balance = e * (first / max(n, 1) * probs.mean(0)).sum() if n else probs.new_zeros(())
         processed = keep.view(k, n).any(0)
         aux = {
             "balance_loss": balance,
             "expert_load": torch.bincount(flat_e[keep], minlength=e).float(),
-            "routed_load": onehot.sum(0).float(),
+            "routed_load": counts[:e].float(),
             "dropped_fraction": (1.0 - processed.float().mean()) if n else torch.zeros(()),
             "capacity": cap,
         }
@@ -177,4 +233,5 @@ class MoEMLP(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_ff={self.d_ff}, num_experts={self.num_experts}, gate={self.gate_type}, "
-                f"top_k={self.top_k}, capacity_factor={self.capacity_factor}, noise_std={self.noise_std}")
+                f"top_k={self.top_k}, capacity_factor={self.capacity_factor}, noise_std={self.noise_std}, "
+                f"expert_parallel={self.world}")
