@@ -224,7 +224,8 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     try:
         result = train(args.model, args.shards, args.config, steps=args.steps, out=args.out, resume=args.resume,
                        device=args.device, seed=args.seed, tokenizer_dir=args.tokenizer,
-                       checkpoint_every=args.checkpoint_every)
+                       checkpoint_every=args.checkpoint_every,
+                       **({"expert_parallel": True} if args.expert_parallel else {}))
     except (CheckpointError, ManifestError) as exc:  # refused input: one clear line, no traceback
         print(f"wudao train: {exc}", file=sys.stderr)
         return 1
@@ -383,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     trainp.add_argument("--checkpoint-every", type=int,
                         help="write ckpt-STEP.pt every N steps (default: the config's checkpoint_every; 0: at the "
                              "end only)")
+    trainp.add_argument("--expert-parallel", action="store_true",
+                        help="under torchrun, split each MoE layer's experts over the ranks (num_experts / world "
+                             "each, all-to-all dispatch) instead of replicating them")
     trainp.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     trainp.add_argument("--seed", type=int, default=0)
     trainp.add_argument("--tokenizer", help="tokenizer folder, when the shard folder has no vocab.json")

@@ -45,6 +45,7 @@ class Config:
     capacity_factor: float = 1.25
     moe_every_n_layers: int = 2
     moe_balance_weight: float = 1e-2
+    expert_parallel: bool = False     # under torchrun: each rank holds num_experts / world of every MoE layer
     # optimizer and schedule
     lr: float = 1e-3
     warmup_steps: int = 50

@@ -116,15 +116,15 @@ class Block(nn.Module):
         return x + self.ln_mlp_out(y), aux
 
 
-def block_mlp(cfg, layer: int) -> nn.Module | None:
+def block_mlp(cfg, layer: int, expert_group=None) -> nn.Module | None:
     """The MLP for block ``layer`` under config ``cfg``: None (dense MLP) or a ``MoEMLP`` when
     ``cfg.num_experts > 0`` and ``(layer + 1) % cfg.moe_every_n_layers == 0`` (GShard puts MoE in every other
-    layer: every_n 2)."""
+    layer: every_n 2); its experts split over ``expert_group`` when one is given."""
     if cfg.num_experts <= 0 or (layer + 1) % cfg.moe_every_n_layers:
         return None
     from train.moe import MoEMLP
     return MoEMLP(cfg.d_model, cfg.d_ff, cfg.num_experts, gate=cfg.moe_gate, top_k=cfg.moe_top_k,
-                  capacity_factor=cfg.capacity_factor, dropout=cfg.dropout)
+                  capacity_factor=cfg.capacity_factor, dropout=cfg.dropout, expert_group=expert_group)
 
 
 def init_weights(model: nn.Module, n_layers: int, std: float = 0.02) -> None:

@@ -14,7 +14,9 @@ exact next batch on every rank, the optimizer state and the random streams where
 router jitter draw what an uninterrupted run draws.
 
 Under `torchrun` each rank reads its own part of the shards (the reader's rank split), sits on its own GPU
-(`LOCAL_RANK`; gloo on CPU, NCCL on CUDA) and the model is wrapped in DistributedDataParallel.
+(`LOCAL_RANK`; gloo on CPU, NCCL on CUDA) and the model is wrapped in DistributedDataParallel. With
+`expert_parallel` each rank holds num_experts / world experts of every MoE layer (`train.expert_parallel`: kept out
+of DDP, clipped by the whole model's norm, whole in the checkpoint).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import torch
 
 from tokenizer.schedule import warmup_cosine
 from tokenizer.vq import CheckpointError, load_weights
-from train import data
+from train import data, expert_parallel
 from train.configs import Config, load_config, with_vocab
 
 CHECKPOINT = "ckpt.pt"
@@ -49,15 +51,19 @@ def load_checkpoint(path: str, map_location: str = "cpu", need: tuple[str, ...] 
     return state
 
 
-def build_model(kind: str, cfg: Config) -> torch.nn.Module:
+def build_model(kind: str, cfg: Config, expert_group=None) -> torch.nn.Module:
+    """The model; with `expert_group` (a process group) its MoE layers split their experts over that group."""
+    from train.layers import block_mlp
+
+    factory = lambda i: block_mlp(cfg, i, expert_group)  # noqa: E731
     if kind == "glm":
         from train.glm_model import GLMModel
 
-        return GLMModel(cfg)
+        return GLMModel(cfg, factory)
     if kind == "cogview":
         from train.cogview_model import CogViewModel
 
-        return CogViewModel(cfg)
+        return CogViewModel(cfg, factory)
     raise ValueError(f"unknown model kind {kind!r} (glm or cogview)")
 
 
@@ -68,11 +74,11 @@ PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e1
 
 def model_flops_per_token(model: torch.nn.Module, cfg: Config) -> float:
     """Training FLOPs per token, PaLM's estimate: 6 x active parameters (forward and backward) + 12 x layers x
-    d_model x seq_len for attention. An MoE layer's experts count with top_k / num_experts of their parameters
-    (the share one token runs through); embeddings count too, as in nanoGPT's estimate."""
+    d_model x seq_len for attention. An MoE layer's experts count as top_k experts' parameters (what one token runs
+    through; also when this rank holds only E / W experts); embeddings count too, as in nanoGPT's estimate."""
     from train.moe import MoEMLP
 
-    expert = {id(p): m.top_k / m.num_experts for m in model.modules() if isinstance(m, MoEMLP)
+    expert = {id(p): m.top_k / m.local_experts for m in model.modules() if isinstance(m, MoEMLP)
               for p in (m.w1, m.b1, m.w2, m.b2)}
     active = sum(p.numel() * expert.get(id(p), 1.0) for p in model.parameters())
     return 6.0 * active + 12.0 * cfg.n_layers * cfg.d_model * cfg.seq_len
@@ -256,8 +262,9 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
     if checkpoint_every is not None:
         cfg = Config(**{**cfg.to_dict(), "checkpoint_every": checkpoint_every})
     total = steps if steps is not None else cfg.max_steps
-    torch.manual_seed(seed)
-    model = build_model(kind, cfg).to(device)
+    torch.manual_seed(seed)   # the same initial weights on every rank (a sharded expert too: train.moe)
+    experts_split = cfg.expert_parallel and world > 1 and cfg.num_experts > 0
+    model = build_model(kind, cfg, torch.distributed.group.WORLD if experts_split else None).to(device)
     optimizer = make_optimizer(model, cfg)
     half = precision(cfg, device) == torch.float16
     scaler = torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=half)
@@ -272,6 +279,7 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
         state = load_checkpoint(ckpt_path, device, need=("model", "optimizer", "step", "batches"))
         mine = _rank_states(state, world, ckpt_path)[rank]
         try:
+            state = expert_parallel.shard_state(model, optimizer, state)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             if half and "scaler" in state:
@@ -287,6 +295,7 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
         log(f"resumed from {ckpt_path} at step {step}")
     net = model
     if world > 1:
+        expert_parallel.ddp_ignore(model)
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
     stream = data.BatchStream(kind, reader, masking, cfg.batch_size, cfg.seq_len, seed=seed, rank=rank,
@@ -326,8 +335,10 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
         if world > 1:
             ranks = [None] * world
             torch.distributed.all_gather_object(ranks, mine)
+        whole = expert_parallel.gather_state(model, optimizer) if experts_split else (
+            (model.state_dict(), optimizer.state_dict()) if rank == 0 else None)
         if rank == 0:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            state = {"model": whole[0], "optimizer": whole[1], "scaler": scaler.state_dict(),
                      "step": step, "batches": batches_used, "ranks": ranks, "world_size": world,
                      "config": cfg.to_dict(), "kind": kind}
             _write_checkpoint(state, out, step, cfg.keep_checkpoints)
@@ -353,8 +364,14 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
                 scaler.scale(loss_total / cfg.grad_accum).backward()
             step_loss += float(loss.detach()) / cfg.grad_accum
             tokens_seen += tokens
+        if experts_split:
+            expert_parallel.average_expert_gradients(model, world)
+            if half:
+                expert_parallel.share_overflow(model, device)
         scaler.unscale_(optimizer)   # clip the true gradients (a no-op without fp16)
-        if cfg.grad_clip > 0:
+        if cfg.grad_clip > 0 and experts_split:
+            expert_parallel.clip_grad_norm(model, cfg.grad_clip, device)
+        elif cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         scaler.step(optimizer)       # skipped when fp16 gradients overflowed; the scale then shrinks
         scaler.update()
