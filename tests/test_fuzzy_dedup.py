@@ -117,3 +117,63 @@ def test_recall_bands_catch_pairs_at_the_threshold():
 def test_bad_parameters_are_clear_errors(kwargs):
     with pytest.raises(ValueError):
         MinHashDedup(**kwargs)
+
+
+def test_bucket_partitions_grow_with_the_corpus_in_powers_of_two():
+    from pipelines.dedup.fuzzy import ENTRIES_PER_PARTITION, bucket_partitions
+
+    assert bucket_partitions(0, 21) == 1 and bucket_partitions(1000, 21) == 1
+    per_doc = ENTRIES_PER_PARTITION // 20
+    assert bucket_partitions(per_doc, 20) == 1 and bucket_partitions(per_doc + 1, 20) == 2
+    assert bucket_partitions(1_000_000_000, 21) == 1 << 17   # 21e9 entries: ~160k per partition
+
+
+def test_packed_band_entries_give_the_buckets_of_plain_grouping(monkeypatch):
+    """Band entries packed per partition (small blobs, many partitions) give every bucket's star edges, ids with
+    lone surrogates and NULs included; one blob never exceeds BLOB_ENTRIES entries."""
+    import numpy as np
+
+    from cleaners.minhash import MinHasher, band_keys
+    from pipelines.dedup import fuzzy
+
+    monkeypatch.setattr(fuzzy, "BLOB_ENTRIES", 7)
+    texts = [BASE, edit_words(BASE, 60), edit_words(BASE, 40), edit_words(BASE, 3), ZH_BASE]
+    ids = ["b", "a\ud800", "c\x00", "d", "z"]
+    signatures = MinHasher(num_perm=128, seed=1, ngram_zh=5, ngram_en=5).signatures(texts, ["en"] * 4 + ["zh"])
+    elements = [(i, np.asarray(s, dtype=np.uint32).tobytes()) for i, s in zip(ids, signatures)]
+    expected = {}
+    for doc_id, signature in elements:
+        for key in band_keys(np.frombuffer(signature, dtype=np.uint32), 21, 6):
+            expected.setdefault(key, set()).add(doc_id)
+    want = {(o, min(m)) for m in expected.values() for o in m if o != min(m)}
+    assert want   # the near duplicates share buckets
+    pack = fuzzy._PackBands(21, 6)
+    pack.start_bundle()
+    blobs = [kv for e in elements for kv in pack.process(e, documents=10**5)]   # 16 partitions
+    blobs += [wv.value for wv in pack.finish_bundle()]
+
+    def entries(blob: bytes) -> int:
+        data, pos, n = fuzzy.zlib.decompress(blob), 0, 0
+        while pos < len(data):
+            pos, n = pos + 22 + int.from_bytes(data[pos + 18:pos + 22], "big"), n + 1
+        return n
+
+    assert sum(entries(b) for _, b in blobs) == 21 * len(elements) and max(entries(b) for _, b in blobs) <= 7
+    assert len({part for part, _ in blobs}) > 1
+    grouped = {}
+    for part, blob in blobs:
+        grouped.setdefault(part, []).append(blob)
+    got = {edge for item in grouped.items() for edge in fuzzy._bucket_candidates(item)}
+    assert got == want
+
+
+def test_many_partitions_give_the_same_dedup(monkeypatch):
+    from pipelines.dedup import fuzzy
+
+    monkeypatch.setattr(fuzzy, "ENTRIES_PER_PARTITION", 4)   # 6 documents x 21 bands -> 32 partitions
+    near, zh_near = edit_words(BASE, 60), ZH_BASE.replace("鲐鱼", "鲭鱼")
+    records = [rec("b", BASE), rec("a", near), rec("c", edit_words(BASE, 3)), rec("z1", ZH_BASE, "zh"),
+               rec("z2", zh_near, "zh"), rec("u", "A completely different short note about trains and timetables.")]
+    run(MinHashDedup(threshold=0.8), records, ["a", "c", "u", "z1"],
+        [("b", "minhash-duplicate-of:a"), ("z2", "minhash-duplicate-of:z1")],
+        {"minhash_dedup|in": 6, "minhash_dedup|out": 4, "minhash_dedup|drop|minhash-duplicate-of": 2})

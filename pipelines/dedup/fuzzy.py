@@ -1,7 +1,8 @@
 """Fuzzy deduplication with MinHash-LSH, clustered by distributed connected components.
 
     records -> MinHash signatures, in batches (cleaners.minhash)
-            -> one key per LSH band; GroupByKey: documents sharing a bucket are candidates
+            -> one key per LSH band, packed per partition of the keys in the worker (`bucket_partitions`: sized
+               by the document count); GroupByKey by partition, where documents sharing a bucket are candidates
             -> candidate edges (bucket member -> the bucket's smallest id), verified: exact Jaccard of the
                pair's shingle sets >= threshold (or the signatures' estimate); one join by document id brings
                each document's text to the candidate edges it is in, one group per edge compares the two, so
@@ -18,6 +19,8 @@ without, as datasketch's MinHashLSH does (`optimal_bands`). README: "Fuzzy dedup
 from __future__ import annotations
 
 from typing import Any, Iterable
+
+import zlib
 
 import apache_beam as beam
 import numpy as np
@@ -49,20 +52,77 @@ class _Sign(beam.DoFn):
             yield record["id"], np.asarray(signature, dtype=np.uint32).tobytes()
 
 
-def _band_entries(element: tuple[str, bytes], bands: int, rows: int):
-    from cleaners.minhash import band_keys
+#: band entries one bucket partition should hold (~55 MB of Python objects when its buckets are rebuilt)
+ENTRIES_PER_PARTITION = 200_000
+#: band entries per packed blob: a worker buffers at most this many per partition before emitting one
+BLOB_ENTRIES = 4096
+_KEY = 18          # cleaners.minhash.band_keys: 2 bytes of band index + 16 of digest
+_LENGTH = 4        # big-endian byte length of the document id that follows a key
 
-    doc_id, signature = element
-    for key in band_keys(np.frombuffer(signature, dtype=np.uint32), bands, rows):
-        yield key, doc_id
+
+def bucket_partitions(documents: int, bands: int) -> int:
+    """How many partitions the LSH band entries are spread over: a power of two, so that each holds about
+    `ENTRIES_PER_PARTITION` entries whatever the corpus size (one partition is one group in one worker)."""
+    need = max(1, -(-documents * bands // ENTRIES_PER_PARTITION))
+    return 1 << (need - 1).bit_length()
 
 
-def _star_candidates(element: tuple[bytes, Iterable[str]]):
-    """A bucket's members become candidate edges to its smallest id (linear, not all pairs)."""
-    _, members = element
-    members = sorted(set(members))
-    for other in members[1:]:
-        yield other, members[0]
+class _PackBands(beam.DoFn):
+    """(id, signature) -> (partition, zlib blob of entries key | id length | id): a document's band keys, packed
+    per partition in the worker, so a shuffle moves one value per `BLOB_ENTRIES` entries instead of one per
+    entry (a local runner holds every shuffled value as Python objects: about 270 bytes per entry unpacked)."""
+
+    def __init__(self, bands: int, rows: int):
+        self.bands, self.rows = bands, rows
+        self.pending: dict[int, list[bytes]] = {}
+
+    def start_bundle(self) -> None:
+        self.pending = {}
+
+    def process(self, element: tuple[str, bytes], documents: int):
+        from cleaners.minhash import band_keys
+
+        doc_id, signature = element
+        parts = bucket_partitions(documents, self.bands)
+        encoded = doc_id.encode("utf-8", "surrogatepass")
+        for key in band_keys(np.frombuffer(signature, dtype=np.uint32), self.bands, self.rows):
+            part = int.from_bytes(key[2:6], "big") % parts
+            entries = self.pending.setdefault(part, [])
+            entries.append(key + len(encoded).to_bytes(_LENGTH, "big") + encoded)
+            if len(entries) >= BLOB_ENTRIES:
+                yield part, zlib.compress(b"".join(self.pending.pop(part)), 1)
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.timestamp import MIN_TIMESTAMP
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for part, entries in sorted(self.pending.items()):
+            yield WindowedValue((part, zlib.compress(b"".join(entries), 1)), MIN_TIMESTAMP, [GlobalWindow()])
+        self.pending = {}
+
+
+def _bucket_candidates(element: tuple[int, Iterable[bytes]]):
+    """One partition's blobs -> candidate edges: every bucket's members to its smallest id (linear, not all
+    pairs). Most buckets hold one document, so a bucket's first member is kept alone and only shared buckets
+    get a list."""
+    _, blobs = element
+    first: dict[bytes, bytes] = {}
+    shared: dict[bytes, list[bytes]] = {}
+    for blob in blobs:
+        data, pos = zlib.decompress(blob), 0
+        while pos < len(data):
+            key, size = data[pos:pos + _KEY], int.from_bytes(data[pos + _KEY:pos + _KEY + _LENGTH], "big")
+            member = data[pos + _KEY + _LENGTH:pos + _KEY + _LENGTH + size]
+            pos += _KEY + _LENGTH + size
+            if key not in first:
+                first[key] = member
+            else:
+                shared.setdefault(key, []).append(member)
+    for key, others in shared.items():
+        members = sorted({m.decode("utf-8", "surrogatepass") for m in (first[key], *others)})
+        for other in members[1:]:
+            yield other, members[0]
 
 
 def _first(values: Iterable[Any]) -> Any:
@@ -184,10 +244,11 @@ class MinHashDedup(beam.PTransform):
         signatures = (records
                       | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=self.batch_size)
                       | "Sign" >> beam.ParDo(self.sign))
+        documents = signatures | "CountSigned" >> beam.combiners.Count.Globally()
         candidates = (signatures
-                      | "Bands" >> beam.FlatMap(_band_entries, bands, rows)
+                      | "Bands" >> beam.ParDo(_PackBands(bands, rows), beam.pvalue.AsSingleton(documents))
                       | "Buckets" >> beam.GroupByKey()
-                      | "Candidates" >> beam.FlatMap(_star_candidates)
+                      | "Candidates" >> beam.FlatMap(_bucket_candidates)
                       | "DistinctCandidates" >> beam.Distinct())
         if self.verify != "none":
             evidence = signatures if self.verify == "estimate" else (
