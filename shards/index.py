@@ -25,8 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from shards.sample import ShardError, npy_array, sample_label
-from shards.tar import iter_tar, padded
+from shards.sample import ShardError, npy_array, sample_label, sample_members
 
 SUFFIX = ".idx.npy"
 MAGIC = int.from_bytes(b"wudaoidx", "little")
@@ -61,35 +60,14 @@ def build_index(tar_path: str, sha256: str | None = None) -> tuple[np.ndarray, n
     member that cannot be read, or for samples of different dtypes in one shard."""
     rows, dtype = [], None
     with open(tar_path, "rb") as f:
-        key = start = npy = meta = None
-
-        def row() -> tuple[int, int, int]:
-            nonlocal dtype
+        for key, npy, meta, start in sample_members(f, tar_path, offsets=True):
             tokens = npy_array(npy, f"{tar_path}:{key}")
             if dtype is None:
                 dtype = tokens.dtype
             elif tokens.dtype != dtype:
                 raise ShardError(f"{tar_path}: samples of dtypes {dtype} and {tokens.dtype} in one shard")
-            offset = start + len(npy) - tokens.nbytes
-            return offset, len(tokens), label_hash(sample_label(meta, f"{tar_path}:{key}"))
-
-        for name, data in iter_tar(f, tar_path, (".npy", ".json")):
-            if data is None:
-                continue
-            is_npy = name.endswith(".npy")
-            this = name[:-4] if is_npy else name[:-5]
-            if this != key:
-                if npy is not None:
-                    rows.append(row())
-                key, npy, meta = this, None, None
-            if is_npy:
-                if npy is not None:  # a repeated key: positions would differ from the tar reader's
-                    raise ShardError(f"{tar_path}: two .npy members for key {key!r}")
-                npy, start = data, f.tell() - padded(len(data))
-            else:
-                meta = data
-        if npy is not None:
-            rows.append(row())
+            rows.append((start + len(npy) - tokens.nbytes, len(tokens),
+                         label_hash(sample_label(meta, f"{tar_path}:{key}"))))
         size = f.seek(0, os.SEEK_END)
     code = _CODE_OF[dtype] if dtype is not None else 1
     header = np.array([MAGIC, VERSION, code, size, _sha_prefix(sha256), len(rows)], np.int64)

@@ -23,7 +23,7 @@ import numpy as np
 
 from shards.index import label_hash, open_index
 from shards.manifest import ManifestError, name_problem
-from shards.sample import ShardError, npy_array, sample_label
+from shards.sample import ShardError, npy_array, sample_label, sample_members
 from shards.tar import TarError, iter_tar
 
 try:  # torch is optional: without it the reader is a plain iterable
@@ -135,31 +135,10 @@ def iter_shard(url: str, skip: int = 0, labels: frozenset[str] | None = None
             raise ShardError(str(exc)) from None
 
 
-def _sample_pairs(f, url: str) -> Iterator[tuple[str, bytes, bytes | None]]:
-    """(key, npy bytes, json bytes or None) for each sample with an npy member; a sample's members are
-    consecutive (webdataset's rule), in any order."""
-    key = npy = meta = None
-    for name, data in iter_tar(f, url, (".npy", ".json")):
-        if data is None:
-            continue
-        is_npy = name.endswith(".npy")
-        this = name[:-4] if is_npy else name[:-5]
-        if this != key:
-            if npy is not None:
-                yield key, npy, meta
-            key, npy, meta = this, None, None
-        if is_npy:
-            npy = data
-        else:
-            meta = data
-    if npy is not None:
-        yield key, npy, meta
-
-
 def _iter_labeled(url: str, skip: int, labels: frozenset[str]) -> Iterator[tuple[str, np.ndarray | None]]:
     with _open(url) as f:
         try:
-            for i, (key, npy, meta) in enumerate(_sample_pairs(f, url)):
+            for i, (key, npy, meta, _) in enumerate(sample_members(f, url)):
                 if i < skip:
                     continue
                 where = f"{url}:{key}"

@@ -6,9 +6,12 @@ Shared by the streaming reader (shards/reader.py), the token index (shards/index
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
+
+from shards.tar import iter_tar, padded
 
 _NPY_MAGIC = b"\x93NUMPY"
 _DTYPES = {"<u2": np.uint16, "<u4": np.uint32, "<i4": np.int32, "<i8": np.int64, "|u1": np.uint8}
@@ -59,3 +62,29 @@ def sample_label(meta: bytes | None, where: str) -> str:
     except ValueError:
         raise ShardError(f"{where}: sample json does not parse") from None
     return label_of(parsed) if isinstance(parsed, dict) else ""
+
+
+def sample_members(f: BinaryIO, where: str, offsets: bool = False
+                   ) -> Iterator[tuple[str, bytes, bytes | None, int | None]]:
+    """(key, npy bytes, json bytes or None, offset) for each sample with an npy member, in tar order; a sample's
+    members are consecutive (webdataset's rule), in any order. `offset`, with `offsets=True` (`f` must tell()), is
+    where the npy member's data starts in the file. Two .npy members for one key raise ShardError: the tar reader
+    counts each as a position, so pairing them would shift every later one."""
+    key = npy = meta = offset = None
+    for name, data in iter_tar(f, where, (".npy", ".json")):
+        if data is None:
+            continue
+        is_npy = name.endswith(".npy")
+        this = name[:-4] if is_npy else name[:-5]
+        if this != key:
+            if npy is not None:
+                yield key, npy, meta, offset
+            key, npy, meta = this, None, None
+        if is_npy:
+            if npy is not None:
+                raise ShardError(f"{where}: two .npy members for key {key!r}")
+            npy, offset = data, (f.tell() - padded(len(data)) if offsets else None)
+        else:
+            meta = data
+    if npy is not None:
+        yield key, npy, meta, offset

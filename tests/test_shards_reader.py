@@ -327,3 +327,25 @@ def test_corrupt_shard_is_skipped_and_counted(tmp_path):
     want = sorted(int(t) for key, d in docs if not key.startswith("s01") for t in d)
     assert got == want
     assert ds.stats["skipped_shards"] == 1 and "checksum" in ds.stats["errors"][0]
+
+
+def test_a_key_with_two_npy_members_is_an_error_for_the_index_and_the_labeled_reader(tmp_path):
+    from shards.index import build_index
+
+    def member(name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        return info, io.BytesIO(data)
+
+    npy = io.BytesIO()
+    np.save(npy, np.arange(5, dtype=np.uint16))
+    path = tmp_path / "train-000000.tar"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in [("a.npy", npy.getvalue()), ("a.json", b'{"dataType": "news"}'),
+                           ("a.npy", npy.getvalue()), ("b.npy", npy.getvalue())]:
+            tar.addfile(*member(name, data))
+    assert len(list(iter_shard(str(path)))) == 3          # the plain reader counts every .npy as a position
+    with pytest.raises(ShardError, match="two .npy members for key 'a'"):
+        list(iter_shard(str(path), labels=frozenset({"news"})))
+    with pytest.raises(ShardError, match="two .npy members for key 'a'"):
+        build_index(str(path))
