@@ -155,7 +155,8 @@ def test_packed_band_entries_give_the_buckets_of_plain_grouping(monkeypatch):
     def entries(blob: bytes) -> int:
         data, pos, n = fuzzy.zlib.decompress(blob), 0, 0
         while pos < len(data):
-            pos, n = pos + 22 + int.from_bytes(data[pos + 18:pos + 22], "big"), n + 1
+            head = pos + fuzzy._KEY + fuzzy._LENGTH
+            pos, n = head + int.from_bytes(data[pos + fuzzy._KEY:head], "big"), n + 1
         return n
 
     assert sum(entries(b) for _, b in blobs) == 21 * len(elements) and max(entries(b) for _, b in blobs) <= 7

@@ -18,9 +18,8 @@ without, as datasketch's MinHashLSH does (`optimal_bands`). README: "Fuzzy dedup
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
-
 import zlib
+from typing import Any, Iterable
 
 import apache_beam as beam
 import numpy as np
