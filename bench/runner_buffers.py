@@ -1,7 +1,8 @@
-"""Where the local runner's memory goes: run `wudao text` in this process with FnApiRunner's bundle execution
+"""Where the local run's memory goes: run `wudao text` in this process with FnApiRunner's bundle execution
 wrapped, and print, at every stage start, the runner's RSS and the bytes it holds in PCollection buffers
 (the stage's own input, `pcoll_buffers` and the queued inputs of later stages; data shared by two consumers
-counts once).
+counts once); at every stage end, the peaks during the stage (polled every 0.2 s) of the whole process tree and
+of the largest process below the runner (an SDK worker or an extraction child).
 
     python bench/runner_buffers.py --input 'bench/work/scale/crawl-300MB/*.warc.gz' --output /tmp/probe
 
@@ -11,11 +12,13 @@ Findings: bench/RESULTS.md, "Scale".
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # dedup_scaling: the process-tree polling
 
 
 def _rss_mb() -> float:
@@ -59,11 +62,37 @@ def held_buffers(context, bundle_input=None) -> dict[str, int]:
     return held
 
 
+class TreePeaks:
+    """Peaks of this process tree's RSS since the last `reset()`, polled in a daemon thread."""
+
+    def __init__(self, poll_s: float = 0.2):
+        import threading
+
+        self.poll_s, self.tree_mb, self.child_mb = poll_s, 0.0, 0.0
+        threading.Thread(target=self._poll, daemon=True).start()
+
+    def reset(self) -> None:
+        self.tree_mb = self.child_mb = 0.0
+
+    def sample(self) -> None:
+        from dedup_scaling import descendants, rss_by_pid
+
+        sizes = rss_by_pid(descendants(os.getpid()))
+        self.tree_mb = max(self.tree_mb, sum(sizes.values()) / 2**20)
+        self.child_mb = max([self.child_mb] + [size / 2**20 for pid, size in sizes.items() if pid != os.getpid()])
+
+    def _poll(self) -> None:
+        while True:
+            self.sample()
+            time.sleep(self.poll_s)
+
+
 def install_probe(out=sys.stdout) -> None:
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 
     original = fn_runner.FnApiRunner._execute_bundle
     started = time.time()
+    peaks = TreePeaks()
 
     def probed(self, context, bundle_manager, bundle_input, *args, **kwargs):
         held = held_buffers(context, bundle_input)
@@ -72,7 +101,14 @@ def install_probe(out=sys.stdout) -> None:
                   f"  {bundle_manager.stage.name[:90]}\n"
                   + "".join(f"{'':30}{size / 1e6:6.1f} MB {name[-80:]}\n" for name, size in top if size))
         out.flush()
-        return original(self, context, bundle_manager, bundle_input, *args, **kwargs)
+        peaks.reset()
+        try:
+            return original(self, context, bundle_manager, bundle_input, *args, **kwargs)
+        finally:
+            peaks.sample()   # a stage shorter than one poll still gets a figure
+            out.write(f"{time.time() - started:7.1f}s end: peak tree {peaks.tree_mb:6.0f} MB, "
+                      f"largest child {peaks.child_mb:6.0f} MB  {bundle_manager.stage.name[:60]}\n")
+            out.flush()
 
     fn_runner.FnApiRunner._execute_bundle = probed
 

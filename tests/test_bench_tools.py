@@ -284,3 +284,5 @@ def test_runner_probe_reports_every_stage_of_a_real_run(monkeypatch):
     # the grouping stage starts holding its input: 3,000 values of 500 bytes
     grouped = next(line for line in lines if "Group/Read" in line)
     assert 1.4 <= float(grouped.split(" held ")[1].split()[0]) < 2.0
+    ends = [line for line in out.getvalue().splitlines() if " end: peak tree " in line]
+    assert len(ends) == len(lines) and all(float(line.split("peak tree")[1].split()[0]) > 50 for line in ends)

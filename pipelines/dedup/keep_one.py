@@ -55,39 +55,29 @@ class _KeepBest(beam.DoFn):
                 yield from ledger.dropped(record, self.stage, reason)
 
 
-class _PassThrough(beam.DoFn):
-    """Records without a key (no URL) are not part of the stage's groups; they go on, counted."""
-
-    def __init__(self, stage: str):
-        self.stage = stage
-
-    def process(self, record: dict[str, Any]):
-        yield ledger.passed(self.stage)
-        yield record
+def _keyed_packed(record: dict[str, Any], key: Callable[[dict], str]) -> tuple[tuple[str, str], bytes]:
+    """((key, ""), packed record), or (("", id), packed record) when the key is empty: a group of its own."""
+    value = key(record)
+    return ((value, "") if value else ("", str(record["id"]))), pack(record)
 
 
 class KeepOnePerKey(beam.PTransform):
     """Keep the best-ranked record of every group of records sharing `key(record)`; drop the others with
-    reason `<reason>-of:<kept id>`. Records whose key is empty pass through."""
+    reason `<reason>-of:<kept id>`. A record whose key is empty (no URL) is grouped alone, keyed ("", its id), so
+    it passes: every record takes the one shuffle, and the kept records leave the grouping stage directly (a separate
+    pass-through path would have to be merged, which makes the local runner buffer every kept record)."""
 
     def __init__(self, stage: str, key: Callable[[dict], str], rank: Callable[[dict], Any], reason: str):
         super().__init__(label=None)
         self.stage, self.key, self.rank, self.reason = stage, key, rank, reason
 
     def expand(self, records: beam.PCollection) -> StageOutput:
-        key = self.key
-        keyed = records | "Key" >> beam.Map(lambda r: (key(r), r))
-        with_key, without_key = keyed | "SplitKeyless" >> beam.Partition(lambda kv, _: 0 if kv[0] else 1, 2)
-        grouped = (with_key
-                   | "Pack" >> beam.Map(lambda kv: (kv[0], pack(kv[1])))
+        grouped = (records
+                   | "Pack" >> beam.Map(_keyed_packed, self.key)
                    | "Group" >> beam.GroupByKey()
                    | "KeepBest" >> beam.ParDo(_KeepBest(self.stage, self.rank, self.reason))
                    .with_outputs(ledger.REJECTS, ledger.COUNTS, main="kept"))
-        passed = (without_key | "Unkey" >> beam.Values()
-                  | "PassKeyless" >> beam.ParDo(_PassThrough(self.stage)).with_outputs(ledger.COUNTS, main="kept"))
-        kept = (grouped.kept, passed.kept) | "MergeKept" >> beam.Flatten()
-        counts = (grouped[ledger.COUNTS], passed[ledger.COUNTS]) | "MergeCounts" >> beam.Flatten()
-        return StageOutput(kept, grouped[ledger.REJECTS], counts)
+        return StageOutput(grouped.kept, grouped[ledger.REJECTS], grouped[ledger.COUNTS])
 
 
 def ExactDedup(stage: str = "exact_dedup") -> KeepOnePerKey:
