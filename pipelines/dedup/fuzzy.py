@@ -4,9 +4,9 @@
             -> one key per LSH band, packed per partition of the keys in the worker (`bucket_partitions`: sized
                by the document count); GroupByKey by partition, where documents sharing a bucket are candidates
             -> candidate edges (bucket member -> the bucket's smallest id), verified: exact Jaccard of the
-               pair's shingle sets >= threshold (or the signatures' estimate); one join by document id brings
-               each document's text to the candidate edges it is in, one group per edge compares the two, so
-               no bucket ever carries documents and each text enters one shuffle
+               pair's shingle sets >= threshold (or the signatures' estimate); one join by document id of the
+               packed records with the candidate edges sends each record to the edges it is in and passes it on
+               to the final drop join; one group per edge compares the two, so no bucket ever carries documents
             -> connected components (pipelines.dedup.components: large-star / small-star rounds)
             -> one representative per component: highest quality score, then smallest id
             -> every other member is dropped as `minhash-duplicate-of:<representative id>`
@@ -135,13 +135,24 @@ def _edge_ends(edge: tuple[str, str]):
     yield anchor, edge
 
 
-def _evidence_per_edge(element):
-    """(doc id, {evidence, edge}) -> (edge, (doc id, evidence)) for every candidate edge the document is in."""
-    doc_id, grouped = element
-    evidence = _first(grouped["evidence"])
-    if evidence is not None:
-        for edge in grouped["edge"]:
-            yield tuple(edge), (doc_id, evidence)
+class _EvidencePerEdge(beam.DoFn):
+    """(doc id, {record, edge[, signature]}) -> the packed record, passed on to the drop join, and, tagged
+    `evidence`, (edge, (doc id, evidence)) for every candidate edge the document is in. The evidence is the
+    packed record itself (`exact`) or its signature (`estimate`): the records cross one join here instead of a
+    second packed copy of every text waiting beside them."""
+
+    def __init__(self, method: str):
+        self.method = method
+
+    def process(self, element):
+        doc_id, grouped = element
+        records = list(grouped["record"])
+        for record in records:
+            yield doc_id, record
+        evidence = _first(records) if self.method == "exact" else _first(grouped["signature"])
+        if evidence is not None:
+            for edge in grouped["edge"]:
+                yield beam.pvalue.TaggedOutput("evidence", (tuple(edge), (doc_id, evidence)))
 
 
 def _verified_edge(element, threshold: float, method: str, ngram_zh: int, ngram_en: int):
@@ -153,8 +164,10 @@ def _verified_edge(element, threshold: float, method: str, ngram_zh: int, ngram_
     evidence = dict(ends)
     if other not in evidence or anchor not in evidence:  # a document without text or signature
         return
-    if method == "exact":  # packed (text, lang) pairs
-        a, b = (set(shingles(*unpack(evidence[d]), ngram_zh=ngram_zh, ngram_en=ngram_en)) for d in (anchor, other))
+    if method == "exact":  # packed records
+        docs = {d: unpack(evidence[d]) for d in (anchor, other)}
+        a, b = (set(shingles(docs[d].get("content") or "", docs[d].get("lang") or "", ngram_zh=ngram_zh,
+                             ngram_en=ngram_en)) for d in (anchor, other))
         similarity = exact_jaccard(a, b)
     else:
         similarity = estimate_jaccard(*(np.frombuffer(evidence[d], dtype=np.uint32) for d in (anchor, other)))
@@ -249,12 +262,17 @@ class MinHashDedup(beam.PTransform):
                       | "Buckets" >> beam.GroupByKey()
                       | "Candidates" >> beam.FlatMap(_bucket_candidates)
                       | "DistinctCandidates" >> beam.Distinct())
+        keyed = records | "KeyById" >> beam.Map(lambda r: (r["id"], pack(r)))
         if self.verify != "none":
-            evidence = signatures if self.verify == "estimate" else (
-                records | "Texts" >> beam.Map(lambda r: (r["id"], pack((r.get("content") or "", r.get("lang") or "")))))
             ends = candidates | "EdgeEnds" >> beam.FlatMap(_edge_ends)
-            edges = ({"evidence": evidence, "edge": ends} | "JoinEvidence" >> beam.CoGroupByKey()
-                     | "EvidencePerEdge" >> beam.FlatMap(_evidence_per_edge)
+            inputs = {"record": keyed, "edge": ends}
+            if self.verify == "estimate":
+                inputs["signature"] = signatures
+            joined = (inputs | "JoinEvidence" >> beam.CoGroupByKey()
+                      | "EvidencePerEdge" >> beam.ParDo(_EvidencePerEdge(self.verify)).with_outputs(
+                          "evidence", main="record"))
+            keyed = joined.record
+            edges = (joined.evidence
                      | "PairUp" >> beam.GroupByKey()
                      | "Verify" >> beam.FlatMap(_verified_edge, threshold, self.verify, *self.ngrams))
         else:
@@ -265,7 +283,6 @@ class MinHashDedup(beam.PTransform):
                  | "ByComponent" >> beam.FlatMap(_by_component)
                  | "GroupComponents" >> beam.GroupByKey()
                  | "Representative" >> beam.FlatMap(_choose_representative))
-        keyed = records | "KeyById" >> beam.Map(lambda r: (r["id"], pack(r)))
         applied = (({"record": keyed, "keeper": drops} | "JoinDrops" >> beam.CoGroupByKey())
                    | "Apply" >> beam.ParDo(_ApplyDrops(self.stage))
                    .with_outputs(ledger.REJECTS, ledger.COUNTS, main="kept"))
