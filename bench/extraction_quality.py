@@ -17,7 +17,8 @@ magic-html's evaluation. Results are reported per set and per page type and lang
 
 Columns: ours (`extract_html` and the pipeline's PageExtractor), trafilatura.extract with its defaults and with
 `fast=True`, and resiliparse's `extract_plain_text(html, main_content=True)` (resiliparse 2.0.0, optional: it is
-in no dependency list; without it that column is left out with a note).
+in no dependency list; without it that column is left out with a note). The trafilatura columns run trafilatura
+as shipped (`cleaners.xpath_rules.as_shipped`: its own XPath rules, not the compiled ones ours installs).
 
 Usage: python bench/extraction_quality.py [--samples DIR] [--fixtures DIR] [--out bench/results/extraction.md]
        [--repeat N] [--sets NAME,...] [--no-variants] [--pages-out FILE.tsv]
@@ -40,10 +41,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import trafilatura  # noqa: E402
+from trafilatura import xpaths as trafilatura_xpaths  # noqa: E402
 
 from cleaners.document import RawPage  # noqa: E402
 from cleaners.charset import decode_html  # noqa: E402
 from cleaners.extract import DEFAULT_OPTIONS, ExtractResult, PageExtractor, UnparsableHTML, extract_html  # noqa: E402
+from cleaners.xpath_rules import as_shipped  # noqa: E402
 
 WORD = re.compile(r"\w+")
 SPACE = re.compile(r"\s+")
@@ -151,11 +154,20 @@ Extractor = Callable[[bytes, "str | None"], str]  # (raw HTML bytes, page URL or
 
 
 def trafilatura_default(html: bytes, url: str | None = None) -> str:
-    return trafilatura.extract(html, url=url) or ""
+    """trafilatura as shipped: its own XPath rules, not the compiled ones `cleaners.extract` installs."""
+    with as_shipped(trafilatura_xpaths):
+        return trafilatura.extract(html, url=url) or ""
 
 
 def trafilatura_fast(html: bytes, url: str | None = None) -> str:
-    return trafilatura.extract(html, url=url, fast=True) or ""
+    with as_shipped(trafilatura_xpaths):
+        return trafilatura.extract(html, url=url, fast=True) or ""
+
+
+def ours_with_shipped_rules(html: bytes, url: str | None = None) -> str:
+    """Ours with trafilatura's own XPath rules: what `cleaners.xpath_rules` saves (the same output)."""
+    with as_shipped(trafilatura_xpaths):
+        return ours_extract_html(html, url)
 
 
 def resiliparse_runner() -> tuple[str, Extractor] | str:
@@ -396,6 +408,8 @@ def main() -> None:
         ("extract_html, confident_chars=None (fallback comparison on every page)",
          lambda h, u: ours_extract_html(h, u, confident_chars=None)),
         ("extract_html, threads=False", lambda h, u: ours_extract_html(h, u, threads=False)),
+        ("extract_html with trafilatura's own XPath rules (cleaners.xpath_rules not installed)",
+         ours_with_shipped_rules),
         ("extract_html, favor_recall=True, favor_precision=False",
          lambda h, u: ours_extract_html(h, u, favor_recall=True, favor_precision=False)),
     ]
