@@ -4,20 +4,21 @@ Pruning is the largest share of trafilatura's time per page (`prune_unwanted_nod
 pages of bench/throughput.py's input), and most of that is EXSLT `re:test`, which libxml2 evaluates by calling
 back into Python once per element and attribute, through lxml's conversion of node sets to Python lists. A
 compiled rule walks the tree once in C (`iterdescendants` with the rule's tag names), reads each candidate's
-attributes once and tests them with compiled `re` patterns: the same answer, several times faster
+attributes once and tests them with compiled `re` patterns: the same answer, about twice as fast per rule
 (bench/results/extraction.md: the variant "with trafilatura's own XPath rules").
 
 `compile_rule` translates the subset of XPath 1.0 these rules are written in, and nothing else:
 
     .//*  [predicate] ...                        every descendant element, each predicate must hold
+    .//*[...][1]   (.//*[...])[1]                the first match among each element's children / in the page
     predicate:  a or b,  a and b,  not(a),  (a)
     self::div                                    the element's tag
     @id  @id='x'  @id|@class                     attribute present / equal / first of several in source order
     contains(S, 'x')  starts-with(S, 'x')  re:test(S, 'regex'[, 'i'])  translate(@a, 'AB', 'ab')
     .//h1                                        (in a predicate) the element has such a descendant
 
-Anything else (positions `[1]`, parenthesised paths, other functions) raises `UnsupportedXPath`, and that
-rule stays an lxml XPath. XPath semantics kept: a string of a node set is its first node in document order (for
+Anything else (other positions, unions of paths, other functions) raises `UnsupportedXPath`, and that rule
+stays an lxml XPath. XPath semantics kept: a string of a node set is its first node in document order (for
 two attributes of one element: the one written first), `=` holds when any node equals, a missing attribute
 is the empty string. `install` swaps the compiled rules into trafilatura's rule lists in place (the lists
 trafilatura's modules share; `as_shipped` puts trafilatura's own back for a block, for references and tests);
@@ -36,7 +37,7 @@ from lxml import etree
 
 EXSLT_REGEXP_NS = "http://exslt.org/regular-expressions"
 _TOKEN = re.compile(r"""\s*(?:(?P<string>'[^']*'|"[^"]*")|(?P<path>\.//(?:\*|[A-Za-z][\w-]*))|(?P<axis>self::)"""
-                    r"""|(?P<name>[A-Za-z][\w:-]*)|(?P<attr>@[A-Za-z][\w:-]*)|(?P<punct>[\[\](),|=]))""")
+                    r"""|(?P<name>[A-Za-z][\w:-]*)|(?P<attr>@[A-Za-z][\w:-]*)|(?P<number>[0-9]+)|(?P<punct>[\[\](),|=]))""")
 
 #: a test of one element, given its attributes as a dict and in the order written (`element.items()`)
 Predicate = Callable[[etree._Element, dict, list], bool]
@@ -60,25 +61,37 @@ class _Node:
 
 
 class CompiledRule:
-    """A rule callable as its XPath is: `rule(tree)` -> the matching descendant elements in document order."""
+    """A rule callable as its XPath is: `rule(tree)` -> the matching descendant elements in document order.
+    `first`: "" (every match), "per-parent" (`.//*[...][1]`: the first match among each element's children)
+    or "overall" (`(.//*[...])[1]`: the first match in document order)."""
 
     def __init__(self, xpath: etree.XPath, tags: tuple[str, ...], tests: list[Predicate],
-                 needs_attributes: bool) -> None:
+                 needs_attributes: bool, first: str = "") -> None:
         self.path = xpath.path
         self.xpath = xpath          # the original, kept for tests and for reference
         self._tags = tags
         self._test = _all(tests) if tests else (lambda element, attributes, items: True)
         self._needs_attributes = needs_attributes
+        self._first = first
 
     def __call__(self, tree: etree._Element) -> list[etree._Element]:
         candidates = tree.iterdescendants(*self._tags) if self._tags else tree.iterdescendants(etree.Element)
-        test, needs_attributes, matches = self._test, self._needs_attributes, []
+        test, needs_attributes, first, matches = self._test, self._needs_attributes, self._first, []
+        parents = set()
         for element in candidates:
             items = element.items()
             if not items and needs_attributes:
                 continue
-            if test(element, dict(items), items):
-                matches.append(element)
+            if not test(element, dict(items), items):
+                continue
+            if first == "overall":
+                return [element]
+            if first == "per-parent":
+                parent = element.getparent()
+                if parent in parents:
+                    continue
+                parents.add(parent)
+            matches.append(element)
         return matches
 
     def __repr__(self) -> str:
@@ -88,13 +101,22 @@ class CompiledRule:
 def compile_rule(xpath: etree.XPath) -> CompiledRule:
     """The Python form of one `.//*[...]` rule; `UnsupportedXPath` when it uses anything beyond the subset."""
     parser = _Parser(xpath.path)
+    first = ""
+    if parser.peek() == ("punct", "("):      # (.//*[...])[1]
+        parser.next()
+        first = "overall"
     if parser.next() != ("path", ".//*"):
         raise UnsupportedXPath("not a .//*[...] rule")
     tags: tuple[str, ...] = ()
     tests: list[Predicate] = []
     needs_attributes = False
-    while parser.peek() is not None:
-        parser.expect("punct", "[")
+    while parser.peek() == ("punct", "["):
+        parser.next()
+        if parser.peek() == ("number", "1") and not first:      # .//*[...][1], the last predicate
+            parser.next()
+            parser.expect("punct", "]")
+            first = "per-parent"
+            break
         node = parser.or_expr()
         parser.expect("punct", "]")
         if not tests and not tags and node.kind == "tags":   # the first predicate names the tags: filter in C
@@ -102,9 +124,14 @@ def compile_rule(xpath: etree.XPath) -> CompiledRule:
             continue
         tests.append(_as_test(node))
         needs_attributes = needs_attributes or node.needs_attributes
+    if first == "overall":
+        for token in (")", "[", "1", "]"):
+            parser.expect("number" if token == "1" else "punct", token)
+    if parser.peek() is not None:
+        raise UnsupportedXPath(f"unsupported token {parser.peek()[1]!r}")
     if not tags and not tests:
         raise UnsupportedXPath("a rule without predicates")
-    return CompiledRule(xpath, tags, tests, needs_attributes)
+    return CompiledRule(xpath, tags, tests, needs_attributes, first)
 
 
 def install(module: ModuleType) -> list[str]:

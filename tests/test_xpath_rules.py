@@ -47,7 +47,13 @@ TRICKY_RULES = [
     ".//*[not(self::p or self::span)][re:test(@class, '(^|\\s)bottom|bottom(\\s|$)') or @aria-hidden='true']",
     ".//*[self::p][not(@class)]",
     ".//*[self::p][re:test(@class, '^$')]",     # matches "": elements without attributes are candidates too
+    ".//*[self::div or self::p][@class or @id][1]",          # the first match among each element's children
+    ".//*[self::div][contains(@class, 'scroll')][1]",
+    "(.//*[self::div or self::span][@id or @role])[1]",       # the first match in the page
+    "(.//*[self::ol][@id])[1]",                               # none
 ]
+NESTED_PAGE = """<html><body><div><p>a</p><div class="c">b<div id="i">c</div><div class="c">d</div></div>
+<div class="c">e</div><span><p class="c">f</p><p>g</p><p id="i">h</p></span></div></body></html>"""
 
 
 def _names(elements: list) -> list[str]:
@@ -55,11 +61,17 @@ def _names(elements: list) -> list[str]:
 
 
 @pytest.mark.parametrize("path", TRICKY_RULES)
-def test_compiled_rule_matches_xpath_on_the_edges(path):
-    tree = html.fromstring(TRICKY_PAGE)
+@pytest.mark.parametrize("page", [TRICKY_PAGE, NESTED_PAGE])
+def test_compiled_rule_matches_xpath_on_the_edges(path, page):
+    tree = html.fromstring(page)
     xpath = etree.XPath(path, namespaces=NS)
     expected = xpath(tree)
     assert _names(compile_rule(xpath)(tree)) == _names(expected)
+
+
+def test_first_match_per_parent():
+    rule = compile_rule(etree.XPath(".//*[self::div or self::p][@class or @id][1]"))
+    assert _names(rule(html.fromstring(NESTED_PAGE))) == ["div:b", "div:c", "p:f"]
 
 
 def test_union_takes_the_attribute_written_first():
@@ -71,8 +83,10 @@ def test_union_takes_the_attribute_written_first():
 
 
 @pytest.mark.parametrize("path", [
-    ".//*[self::div][1]",                       # a position
-    "(.//*[self::div])[1]",                     # a parenthesised path
+    ".//*[self::div][2]",                       # a position other than the first
+    ".//*[self::div][1][@id]",                  # a predicate after the position
+    "(.//*[self::div])[2]",
+    "(.//*[self::div])[1]|(.//main)[1]",        # a union of paths
     ".//div[@id]",                              # a named step
     ".//*[string-length(@id) > 2]",             # another function, a comparison
     ".//*[re:replace(@id, 'a', 'g', 'b')]",
