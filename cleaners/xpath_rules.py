@@ -10,6 +10,7 @@ attributes once and tests them with compiled `re` patterns: the same answer, abo
 `compile_rule` translates the subset of XPath 1.0 these rules are written in, and nothing else:
 
     .//*  [predicate] ...                        every descendant element, each predicate must hold
+    //*   [predicate] ...                        every element of the page, its root included
     .//*[...][1]   (.//*[...])[1]                the first match among each element's children / in the page
     predicate:  a or b,  a and b,  not(a),  (a)
     self::div                                    the element's tag
@@ -36,7 +37,7 @@ from typing import Any, Callable, Iterator
 from lxml import etree
 
 EXSLT_REGEXP_NS = "http://exslt.org/regular-expressions"
-_TOKEN = re.compile(r"""\s*(?:(?P<string>'[^']*'|"[^"]*")|(?P<path>\.//(?:\*|[A-Za-z][\w-]*))|(?P<axis>self::)"""
+_TOKEN = re.compile(r"""\s*(?:(?P<string>'[^']*'|"[^"]*")|(?P<path>\.?//(?:\*|[A-Za-z][\w-]*))|(?P<axis>self::)"""
                     r"""|(?P<name>[A-Za-z][\w:-]*)|(?P<attr>@[A-Za-z][\w:-]*)|(?P<number>[0-9]+)|(?P<punct>[\[\](),|=]))""")
 
 #: a test of one element, given its attributes as a dict and in the order written (`element.items()`)
@@ -66,16 +67,21 @@ class CompiledRule:
     or "overall" (`(.//*[...])[1]`: the first match in document order)."""
 
     def __init__(self, xpath: etree.XPath, tags: tuple[str, ...], tests: list[Predicate],
-                 needs_attributes: bool, first: str = "") -> None:
+                 needs_attributes: bool, first: str = "", whole_document: bool = False) -> None:
         self.path = xpath.path
         self.xpath = xpath          # the original, kept for tests and for reference
         self._tags = tags
         self._test = _all(tests) if tests else (lambda element, attributes, items: True)
         self._needs_attributes = needs_attributes
         self._first = first
+        self._whole_document = whole_document
 
     def __call__(self, tree: etree._Element) -> list[etree._Element]:
-        candidates = tree.iterdescendants(*self._tags) if self._tags else tree.iterdescendants(etree.Element)
+        if self._whole_document:       # //*: every element of the page, its root included
+            root = tree.getroottree().getroot()
+            candidates = root.iter(*self._tags) if self._tags else root.iter(etree.Element)
+        else:
+            candidates = tree.iterdescendants(*self._tags) if self._tags else tree.iterdescendants(etree.Element)
         test, needs_attributes, first, matches = self._test, self._needs_attributes, self._first, []
         parents = set()
         for element in candidates:
@@ -105,8 +111,9 @@ def compile_rule(xpath: etree.XPath) -> CompiledRule:
     if parser.peek() == ("punct", "("):      # (.//*[...])[1]
         parser.next()
         first = "overall"
-    if parser.next() != ("path", ".//*"):
-        raise UnsupportedXPath("not a .//*[...] rule")
+    kind, path = parser.next()
+    if kind != "path" or path not in (".//*", "//*"):
+        raise UnsupportedXPath("not a .//*[...] or //*[...] rule")
     tags: tuple[str, ...] = ()
     tests: list[Predicate] = []
     needs_attributes = False
@@ -131,7 +138,7 @@ def compile_rule(xpath: etree.XPath) -> CompiledRule:
         raise UnsupportedXPath(f"unsupported token {parser.peek()[1]!r}")
     if not tags and not tests:
         raise UnsupportedXPath("a rule without predicates")
-    return CompiledRule(xpath, tags, tests, needs_attributes, first)
+    return CompiledRule(xpath, tags, tests, needs_attributes, first, whole_document=path == "//*")
 
 
 def install(module: ModuleType) -> list[str]:
@@ -294,8 +301,8 @@ class _Parser:
         if kind == "attr":
             return self._attributes(text[1:])
         if kind == "path":      # .//tag: the element has such a descendant
-            if text == ".//*":
-                raise UnsupportedXPath("a nested .//* path")
+            if not text.startswith(".//") or text == ".//*":
+                raise UnsupportedXPath(f"the path {text} inside a predicate")
             tag = text[3:]
             return _Node("test", lambda element, attributes, items: next(element.iterdescendants(tag), None)
                          is not None)

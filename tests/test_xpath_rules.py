@@ -51,6 +51,8 @@ TRICKY_RULES = [
     ".//*[self::div][contains(@class, 'scroll')][1]",
     "(.//*[self::div or self::span][@id or @role])[1]",       # the first match in the page
     "(.//*[self::ol][@id])[1]",                               # none
+    "//*[self::html or self::div][not(@class)]",              # the whole page, its root included
+    "//*[@class='c' or contains(@id, 'o')]",
 ]
 NESTED_PAGE = """<html><body><div><p>a</p><div class="c">b<div id="i">c</div><div class="c">d</div></div>
 <div class="c">e</div><span><p class="c">f</p><p>g</p><p id="i">h</p></span></div></body></html>"""
@@ -67,6 +69,15 @@ def test_compiled_rule_matches_xpath_on_the_edges(path, page):
     xpath = etree.XPath(path, namespaces=NS)
     expected = xpath(tree)
     assert _names(compile_rule(xpath)(tree)) == _names(expected)
+
+
+@pytest.mark.parametrize("path", [rule for rule in TRICKY_RULES if rule.startswith("//")])
+def test_whole_page_rule_from_inside_the_page(path):
+    """`//*` starts at the page's root whatever element it is asked from; `.//*` at that element."""
+    tree = html.fromstring(NESTED_PAGE)
+    inner = tree.find(".//span")
+    xpath = etree.XPath(path, namespaces=NS)
+    assert _names(compile_rule(xpath)(inner)) == _names(xpath(inner)) == _names(xpath(tree))
 
 
 def test_first_match_per_parent():
