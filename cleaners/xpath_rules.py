@@ -53,12 +53,13 @@ class UnsupportedXPath(ValueError):
 @dataclass(frozen=True)
 class _Node:
     """A parsed part of an expression. `kind`: "tags" (`value` = tag names), "test" (a `Predicate`),
-    "attributes" (`value` = names: a node set of attributes) or "text" (a `Text`). `needs_attributes`: false
-    for every element that has no attribute at all (such elements are skipped without a test)."""
+    "attributes" (`value` = names: a node set of attributes) or "text" (a `Text`). `needs`: attribute names
+    at least one of which an element must have for a test to hold or a text to be non-empty (None: no such
+    names); a rule skips, untested, every element that has none of them."""
 
     kind: str
     value: Any
-    needs_attributes: bool = False
+    needs: frozenset[str] | None = None
 
 
 class CompiledRule:
@@ -67,12 +68,12 @@ class CompiledRule:
     or "overall" (`(.//*[...])[1]`: the first match in document order)."""
 
     def __init__(self, xpath: etree.XPath, tags: tuple[str, ...], tests: list[Predicate],
-                 needs_attributes: bool, first: str = "", whole_document: bool = False) -> None:
+                 needs: frozenset[str] | None, first: str = "", whole_document: bool = False) -> None:
         self.path = xpath.path
         self.xpath = xpath          # the original, kept for tests and for reference
         self._tags = tags
         self._test = _all(tests) if tests else (lambda element, attributes, items: True)
-        self._needs_attributes = needs_attributes
+        self._needs = needs
         self._first = first
         self._whole_document = whole_document
 
@@ -82,13 +83,16 @@ class CompiledRule:
             candidates = root.iter(*self._tags) if self._tags else root.iter(etree.Element)
         else:
             candidates = tree.iterdescendants(*self._tags) if self._tags else tree.iterdescendants(etree.Element)
-        test, needs_attributes, first, matches = self._test, self._needs_attributes, self._first, []
+        test, needs, first, matches = self._test, self._needs, self._first, []
         parents = set()
         for element in candidates:
             items = element.items()
-            if not items and needs_attributes:
+            if needs is not None and not items:
                 continue
-            if not test(element, dict(items), items):
+            attributes = dict(items)
+            if needs is not None and needs.isdisjoint(attributes):
+                continue
+            if not test(element, attributes, items):
                 continue
             if first == "overall":
                 return [element]
@@ -116,7 +120,7 @@ def compile_rule(xpath: etree.XPath) -> CompiledRule:
         raise UnsupportedXPath("not a .//*[...] or //*[...] rule")
     tags: tuple[str, ...] = ()
     tests: list[Predicate] = []
-    needs_attributes = False
+    needs: list[frozenset[str] | None] = []
     while parser.peek() == ("punct", "["):
         parser.next()
         if parser.peek() == ("number", "1") and not first:      # .//*[...][1], the last predicate
@@ -130,7 +134,7 @@ def compile_rule(xpath: etree.XPath) -> CompiledRule:
             tags = node.value
             continue
         tests.append(_as_test(node))
-        needs_attributes = needs_attributes or node.needs_attributes
+        needs.append(node.needs)
     if first == "overall":
         for token in (")", "[", "1", "]"):
             parser.expect("number" if token == "1" else "punct", token)
@@ -138,7 +142,7 @@ def compile_rule(xpath: etree.XPath) -> CompiledRule:
         raise UnsupportedXPath(f"unsupported token {parser.peek()[1]!r}")
     if not tags and not tests:
         raise UnsupportedXPath("a rule without predicates")
-    return CompiledRule(xpath, tags, tests, needs_attributes, first, whole_document=path == "//*")
+    return CompiledRule(xpath, tags, tests, _needs_all(needs), first, whole_document=path == "//*")
 
 
 def install(module: ModuleType) -> list[str]:
@@ -186,6 +190,13 @@ def as_shipped(module: ModuleType) -> Iterator[None]:
 
 
 _COMPILED: dict[int, CompiledRule] = {}   # id of an XPath object -> its compiled rule (which holds the object)
+
+
+def _needs_all(needs: list[frozenset[str] | None]) -> frozenset[str] | None:
+    """What tests that must all hold need: the smallest of their `needs` (an element without any of those
+    attributes fails that test, so the conjunction)."""
+    known = [names for names in needs if names is not None]
+    return min(known, key=len) if known else None
 
 
 def _any(tests: list[Predicate]) -> Predicate:
@@ -276,7 +287,8 @@ class _Parser:
             return terms[0]
         if all(term.kind == "tags" for term in terms):
             return _Node("tags", tuple(tag for term in terms for tag in term.value))
-        return _Node("test", _any([_as_test(term) for term in terms]), all(term.needs_attributes for term in terms))
+        needs = None if any(term.needs is None for term in terms) else frozenset().union(*(t.needs for t in terms))
+        return _Node("test", _any([_as_test(term) for term in terms]), needs)
 
     def and_expr(self) -> _Node:
         terms = [self.atom()]
@@ -285,7 +297,7 @@ class _Parser:
             terms.append(self.atom())
         if len(terms) == 1:
             return terms[0]
-        return _Node("test", _all([_as_test(term) for term in terms]), any(term.needs_attributes for term in terms))
+        return _Node("test", _all([_as_test(term) for term in terms]), _needs_all([term.needs for term in terms]))
 
     def atom(self) -> _Node:
         kind, text = self.next()
@@ -319,17 +331,17 @@ class _Parser:
             if kind != "attr":
                 raise UnsupportedXPath("a union of non-attributes")
             names.append(text[1:])
-        node = _Node("attributes", tuple(names), needs_attributes=True)
+        node = _Node("attributes", tuple(names), frozenset(names))
         if self.peek() != ("punct", "="):
             return node
         self.next()
         literal = self._literal()
         if len(names) == 1:
             name = names[0]
-            return _Node("test", lambda element, attributes, items: attributes.get(name) == literal, True)
+            return _Node("test", lambda element, attributes, items: attributes.get(name) == literal, node.needs)
         wanted = frozenset(names)
         return _Node("test", lambda element, attributes, items: any(key in wanted and value == literal
-                                                                      for key, value in items), True)
+                                                                      for key, value in items), node.needs)
 
     def _function(self, name: str) -> _Node:
         if name == "not":
@@ -337,14 +349,16 @@ class _Parser:
             self.expect("punct", ")")
             return _Node("test", lambda element, attributes, items: not test(element, attributes, items))
         if name == "translate":
-            source = _as_text(self.atom())
+            argument = self.atom()
+            source = _as_text(argument)
             self.expect("punct", ",")
             table = str.maketrans(*self._translate_table())
             self.expect("punct", ")")
-            return _Node("text", lambda attributes, items: source(attributes, items).translate(table))
+            return _Node("text", lambda attributes, items: source(attributes, items).translate(table), argument.needs)
         if name not in ("contains", "starts-with", "re:test"):
             raise UnsupportedXPath(f"function {name}()")
-        source = _as_text(self.atom())
+        argument = self.atom()
+        source = _as_text(argument)
         self.expect("punct", ",")
         literal = self._literal()
         flags = ""
@@ -354,16 +368,16 @@ class _Parser:
         self.expect("punct", ")")
         if name == "contains":
             return _Node("test", lambda element, attributes, items: literal in source(attributes, items),
-                         literal != "")
+                         argument.needs if literal else None)
         if name == "starts-with":
             return _Node("test", lambda element, attributes, items: source(attributes, items).startswith(literal),
-                         literal != "")
+                         argument.needs if literal else None)
         if set(flags) - {"i"}:
             raise UnsupportedXPath(f"re:test flags {flags!r}")
         # lxml's EXSLT re:test: re.search with the pattern as written, IGNORECASE for the "i" flag
         pattern = re.compile(literal, re.IGNORECASE if "i" in flags else 0)
         return _Node("test", lambda element, attributes, items: pattern.search(source(attributes, items))
-                     is not None, pattern.search("") is None)
+                     is not None, argument.needs if pattern.search("") is None else None)
 
     def _translate_table(self) -> tuple[str, str, str]:
         """translate()'s two strings as str.maketrans arguments: characters without a counterpart are removed."""
