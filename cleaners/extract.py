@@ -15,7 +15,7 @@ balanced pass too (measured in bench/results/extraction.md). A known engine's th
 confident precision pass skips trafilatura's fallback comparison (`_trafilatura_text`; the variant
 `confident_chars=None` of bench/results/extraction.md runs the comparison on every page, for reference).
 trafilatura's attribute rules run as compiled Python (`cleaners.xpath_rules`, installed at import): same
-matches, a third less time per page.
+matches, less time per page (bench/results/extraction.md).
 
 `PageExtractor` turns a `RawPage` into a `Document`. HTML is decoded with `cleaners.charset.decode_html`
 and extracted in a persistent child process, so that a page that makes lxml or trafilatura run away

@@ -1,11 +1,11 @@
 """trafilatura's attribute rules (`.//*[...]` XPath expressions) evaluated in Python, with the same matches.
 
-Pruning is the largest share of trafilatura's time per page (`prune_unwanted_nodes`: 1.5 of 4.4 s on the 181
-pages of bench/throughput.py's input), and most of that is EXSLT `re:test`, which libxml2 evaluates by calling
-back into Python once per element and attribute, through lxml's conversion of node sets to Python lists. A
-compiled rule walks the tree once in C (`iterdescendants` with the rule's tag names), reads each candidate's
-attributes once and tests them with compiled `re` patterns: the same answer, about twice as fast per rule
-(bench/results/extraction.md: the variant "with trafilatura's own XPath rules").
+Pruning is the largest share of trafilatura's time per page (`prune_unwanted_nodes`: about a third in a sampling
+profile, `py-spy record -s`, of bench/throughput.py's run), and most of that is EXSLT `re:test`, which libxml2
+evaluates by calling back into Python once per element and attribute, through lxml's conversion of node sets
+to Python lists. A compiled rule walks the tree once in C (`iterdescendants` with the rule's tag names), reads
+each candidate's attributes once and tests them with compiled `re` patterns: the same answer in less time
+(bench/results/extraction.md: ours against the variant "with trafilatura's own XPath rules").
 
 `compile_rule` translates the subset of XPath 1.0 these rules are written in, and nothing else:
 
@@ -36,7 +36,6 @@ from typing import Any, Callable, Iterator
 
 from lxml import etree
 
-EXSLT_REGEXP_NS = "http://exslt.org/regular-expressions"
 _TOKEN = re.compile(r"""\s*(?:(?P<string>'[^']*'|"[^"]*")|(?P<path>\.?//(?:\*|[A-Za-z][\w-]*))|(?P<axis>self::)"""
                     r"""|(?P<name>[A-Za-z][\w:-]*)|(?P<attr>@[A-Za-z][\w:-]*)|(?P<number>[0-9]+)|(?P<punct>[\[\](),|=]))""")
 
