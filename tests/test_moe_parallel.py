@@ -42,6 +42,7 @@ def _worker(rank: int, world: int, gate: str, experts: int, port: int, out: str)
                     "slice": (moe.expert_slice().start, moe.expert_slice().stop),
                     "flags": [getattr(p, "expert_parallel", False) for p in (moe.w1, moe.b1, moe.w2, moe.b2)]},
                    os.path.join(out, f"rank{rank}.pt"))
+        dist.barrier()   # every rank done with its collectives before any tears the group (and rank 0 its store) down
     finally:
         dist.destroy_process_group()
 

@@ -406,6 +406,7 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
     stream.close()
     rate = global_tokens() / max(1e-9, time.perf_counter() - started)
     if world > 1:
+        torch.distributed.barrier()   # no rank tears the group down (rank 0: its store) while another still uses it
         torch.distributed.destroy_process_group()
     if metrics_file:
         metrics_file.close()
