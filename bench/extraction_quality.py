@@ -408,6 +408,8 @@ def main() -> None:
         ("extract_html, confident_chars=None (fallback comparison on every page)",
          lambda h, u: ours_extract_html(h, u, confident_chars=None)),
         ("extract_html, threads=False", lambda h, u: ours_extract_html(h, u, threads=False)),
+        ("extract_html, recall_retry_chars=0 (balanced pass only when precision mode finds nothing)",
+         lambda h, u: ours_extract_html(h, u, recall_retry_chars=0)),
         ("extract_html with trafilatura's own XPath rules (cleaners.xpath_rules not installed)",
          ours_with_shipped_rules),
         ("extract_html, favor_recall=True, favor_precision=False",

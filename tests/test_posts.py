@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from lxml.html import fromstring
@@ -113,6 +114,37 @@ def test_precision_mode_never_loses_a_page_to_nothing():
     assert all(review in result.text for review in SHORT_REVIEWS)
     douban = extract_html(html, url="https://movie.douban.com/subject/1/comments")
     assert douban.path == "thread:douban" and all(review in douban.text for review in SHORT_REVIEWS)
+
+
+REAL_PAGES = Path(__file__).resolve().parents[1] / "bench" / "data" / "extraction"
+
+
+def _real_page(page_id: str) -> tuple[bytes, str]:
+    url = json.loads((REAL_PAGES / "truth.json").read_text("utf-8"))[page_id]["url"]
+    return gzip.decompress((REAL_PAGES / "html" / f"{page_id}.html.gz").read_bytes()), url
+
+
+def test_a_fragment_from_precision_mode_gives_way_to_a_balanced_pass_ten_times_longer():
+    """learnku.com: precision mode keeps only the empty-comments notice (16 chars), the balanced pass the post
+    (path `recall`); developers.pub Q&A page: only the heading "## 问题描述" against the answers. A Talkyard
+    forum page whose balanced pass finds under 10x as much keeps precision mode's text."""
+    html, url = _real_page("mh-forum-a2323d652d0eaf1b")
+    before = extract_html(html, url, recall_retry_chars=0)
+    assert before.path == "precision" and len(before.text) < 100 and "depcheck" not in before.text
+    after = extract_html(html, url)
+    assert after.path == "recall" and "npm i -g depcheck" in after.text and len(after.text) >= 10 * len(before.text)
+
+    html, url = _real_page("mh-forum-f8a495be9c3382fb")
+    assert extract_html(html, url, recall_retry_chars=0).text == "## 问题描述"
+    after = extract_html(html, url)
+    assert after.path == "recall" and "已优化下载体验" in after.text and "人太多，容易崩" in after.text
+
+    html, url = _real_page("mh-forum-bba250a462daa9c4")
+    kept = extract_html(html, url)
+    balanced = extract_html(html, url, favor_precision=False, include_comments=True)
+    assert kept.path.startswith("precision") and len(kept.text) < 100
+    assert len(kept.text) < len(balanced.text) < 10 * len(kept.text)
+    assert kept == extract_html(html, url, recall_retry_chars=0)
 
 
 def test_extract_step_counts_the_path():
