@@ -76,6 +76,7 @@ def _import_step_modules() -> None:
     import cleaners.domain  # noqa: F401
     import cleaners.filters  # noqa: F401
     import cleaners.image.checks  # noqa: F401
+    import cleaners.image.scoring  # noqa: F401
     import cleaners.language  # noqa: F401
     import cleaners.normalize  # noqa: F401
     import cleaners.pii  # noqa: F401

@@ -104,6 +104,46 @@ def _cmd_quality_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _cmd_alignment_train(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from cleaners.image.alignment import AlignmentConfig
+    from cleaners.image.alignment_train import TrainSettings, train_alignment
+
+    config = AlignmentConfig(image_size=args.image_size, patch_size=args.patch_size, embed_dim=args.width,
+                             vision_width=args.width, text_width=args.width, vision_layers=args.layers,
+                             text_layers=args.layers, vision_heads=args.heads, text_heads=args.heads)
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                             held_out=args.held_out, vocab_size=args.vocab_size)
+    try:
+        metrics = train_alignment(args.pairs, args.output, config, settings,
+                                  log=lambda line: print(line, file=sys.stderr))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"wudao alignment train: {exc}") from exc
+    print(json.dumps(metrics, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _cmd_alignment_eval(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import os
+
+    from cleaners.image.alignment import DualEncoder
+    from cleaners.image.alignment_train import evaluate, read_pairs, split_pairs
+    from tokenizer.text import TextTokenizer
+
+    try:
+        model = DualEncoder.load(os.path.join(args.model, "model.pt"))
+        tokenizer = TextTokenizer.load(args.model)
+        pairs, dropped = read_pairs(args.pairs)
+        if args.held_out is not None:
+            pairs = split_pairs(pairs, args.held_out)[1]
+        if not pairs:
+            raise ValueError(f"{args.pairs}: no pairs to evaluate")
+        metrics = {**evaluate(model, tokenizer, pairs), "dropped": dropped}
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"wudao alignment eval: {exc}") from exc
+    print(json.dumps(metrics, ensure_ascii=False))
+    return 0
+
+
 def _labeled(path: str) -> list[tuple[str, str]]:
     from cleaners.topic import read_labeled
 
@@ -426,6 +466,29 @@ def build_parser() -> argparse.ArgumentParser:
     deval.add_argument("--min-score", type=float, default=None,
                        help="also report the share of texts scored at least this, and the accuracy on them")
     deval.set_defaults(func=_cmd_domain_eval)
+    alignment = sub.add_parser("alignment", help="image-text alignment model (CLIP-style dual encoder)")
+    alignment_sub = alignment.add_subparsers(dest="alignment_command", required=True)
+    atrain = alignment_sub.add_parser("train", help='train on JSONL lines {"image": path, "captions": [...]}')
+    atrain.add_argument("--pairs", required=True, help="JSONL; image paths relative to its folder")
+    atrain.add_argument("--output", required=True, help="folder to write (model.pt, tokenizer, metrics.json)")
+    atrain.add_argument("--epochs", type=int, default=60)
+    atrain.add_argument("--batch-size", type=int, default=64)
+    atrain.add_argument("--lr", type=float, default=1e-3)
+    atrain.add_argument("--image-size", type=int, default=64)
+    atrain.add_argument("--patch-size", type=int, default=8)
+    atrain.add_argument("--width", type=int, default=128, help="width of both encoders and the joint space")
+    atrain.add_argument("--layers", type=int, default=2, help="transformer blocks in each encoder")
+    atrain.add_argument("--heads", type=int, default=2)
+    atrain.add_argument("--vocab-size", type=int, default=4000, help="SentencePiece pieces (byte fallback adds 256)")
+    atrain.add_argument("--held-out", type=float, default=0.1, help="share of images kept out for recall")
+    atrain.add_argument("--seed", type=int, default=0)
+    atrain.set_defaults(func=_cmd_alignment_train)
+    aeval = alignment_sub.add_parser("eval", help="retrieval recall@1/@5 of a trained model, as one JSON line")
+    aeval.add_argument("--model", required=True, help="folder written by `wudao alignment train`")
+    aeval.add_argument("--pairs", required=True)
+    aeval.add_argument("--held-out", type=float, default=None,
+                       help="only the held-out split of training (the same share as at training)")
+    aeval.set_defaults(func=_cmd_alignment_eval)
     for pipeline_parser in (text, dedup, dialogue, image_text, demo):
         pipeline_parser.add_argument("--no-progress", action="store_true",
                                      help="no live progress line on the terminal (local runs)")

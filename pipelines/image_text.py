@@ -8,6 +8,8 @@
       -> image checks: full decode, bomb guard, EXIF orientation, RGB, min side, aspect ratio, perceptual hash,
          resize + center crop, JPEG re-encode                                    cleaners/image/checks.py
       -> perceptual-hash dedup across the dataset (shuffles)                     pipelines/image_dedup.py
+      -> alignment score of each pair, batched; min_score / min_percentile floors (when a model is given)
+                                                                                 pipelines/alignment.py
       -> images/NNNNNN.tar WebDataset shards (KEY.jpg, KEY.txt, KEY.json), deterministic; images/shards.json
       -> rejects/ (id, key, url, source, stage, reason), stats.json (in = out + dropped at every stage)
 """
@@ -30,6 +32,7 @@ from pipelines.inputs import MatchInputs
 from shards.tar import sample_bytes, sample_members, write_tar
 
 READ, DOWNLOAD, IMAGE, PHASH = "read", "download", "image", "phash_dedup"
+ALIGNMENT, ALIGNMENT_PERCENTILE = "alignment", "alignment_percentile"
 IMAGES_DIR, SHARDS_INDEX = "images", "shards.json"
 SAMPLE_EXTENSIONS = ("jpg", "txt", "json")   # member order in a sample (shards.json's sha256 depend on it)
 
@@ -175,7 +178,11 @@ CAPTION_STAGES = ("caption_text", "caption_language", "caption_rewrite", "captio
 
 def stage_order(config: dict[str, Any]) -> list[str]:
     order = [READ, *CAPTION_STAGES, DOWNLOAD, IMAGE]
-    return order + ([PHASH] if (config.get("dedup") or {}).get("enabled", True) else [])
+    order += [PHASH] if (config.get("dedup") or {}).get("enabled", True) else []
+    alignment = config.get("alignment") or {}
+    if alignment.get("model_path"):
+        order += [ALIGNMENT] + ([ALIGNMENT_PERCENTILE] if alignment.get("min_percentile") is not None else [])
+    return order
 
 
 def build_image_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output: str, config: dict[str, Any]) -> None:
@@ -218,6 +225,14 @@ def build_image_text_pipeline(pipeline: beam.Pipeline, inputs: list[str], output
         kept = out.kept
         rejects.append(out.rejects)
         counts.append(out.counts)
+    alignment = dict(config.get("alignment") or {})
+    if alignment.get("model_path"):
+        from pipelines.alignment import ScoreAlignment
+
+        out = kept | "Alignment" >> ScoreAlignment(build_step(ALIGNMENT, alignment, kind="image_text"))
+        kept = out.records
+        rejects.append(out[ledger.REJECTS])
+        counts.append(out[ledger.COUNTS])
     index = write_image_shards(kept, output, shard_size)
     write_rejects_and_stats(kept, rejects, counts, output, stage_order(config),
                             {"inputs": inputs, "output": output, "dataType": DATA_TYPE, "format": "webdataset"},

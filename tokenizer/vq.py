@@ -345,7 +345,7 @@ class VQVAE(nn.Module):
         if payload.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path}: unknown format {payload.get('format')!r}")
         model = cls(VQConfig.from_dict(payload["config"]))
-        _load_checked(model, payload["state_dict"], path, allow_missing=())
+        load_checked(model, payload["state_dict"], path, allow_missing=())
         return model
 
 
@@ -364,7 +364,7 @@ def load_state_dict_checkpoint(path: str, config: VQConfig, map_location: str | 
         raise CheckpointError(f"{path}: no state dict of tensors found")
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
     model = VQVAE(config)
-    missing = _load_checked(model, state, path, allow_missing=_OPTIONAL_BUFFERS)
+    missing = load_checked(model, state, path, allow_missing=_OPTIONAL_BUFFERS)
     q = model.quantizer
     with torch.no_grad():
         if "quantizer.cluster_size" in missing:
@@ -400,7 +400,7 @@ def load_weights(path: str, map_location: str | torch.device = "cpu") -> object:
                           f"(empty, truncated or another kind of file): {detail}")
 
 
-def _load_checked(model: nn.Module, state: dict, path: str, allow_missing: tuple[str, ...]) -> set[str]:
+def load_checked(model: nn.Module, state: dict, path: str, allow_missing: tuple[str, ...]) -> set[str]:
     """Load `state` into `model` after checking names and shapes; returns the allowed missing names."""
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: state_dict is not a dict")
