@@ -98,7 +98,8 @@ def to_output_record(pair: ImageText, checked: ImageText) -> dict[str, Any]:
     """The output record of a pair the image step kept: `checked` holds the re-encoded JPEG and the facts; the id
     hashes the original image bytes (`pair`'s) with the clean caption."""
     return {"id": pair_id(pair.image or b"", checked.caption), "key": checked.key, "source": checked.source,
-            "url": checked.url, "caption": checked.caption, "lang": checked.lang, "dataType": DATA_TYPE,
+            "url": checked.url, "caption": checked.caption, "lang": checked.lang, "caption_kind": checked.caption_kind,
+            "dataType": DATA_TYPE,
             "facts": checked.facts, "meta": checked.meta, "jpg": checked.image}
 
 

@@ -173,6 +173,12 @@ def test_alignment_stage_scores_every_pair_and_its_floors_are_exact(shapes_model
     assert sum(matched) / len(matched) > sum(swapped) / len(swapped) + 0.1
     stage = {s["stage"]: s for s in stats["stages"]}["alignment"]
     assert stage["in"] == stage["out"] == 40
+    for caption, meta in samples.items():      # every caption here is a sentence about the drawing
+        assert meta["caption_kind"] == "description"
+        assert meta["strength"] == ("strong" if meta["alignment_score"] >= 0.28 else "weak")
+    strong = sum(s >= 0.28 for s in scores.values())
+    assert 0 < strong < 40
+    assert stage["counts"] == {"tier:strong/description": strong, "tier:weak/description": 40 - strong}
     assert stats["histograms"]["alignment"]["alignment_score"] == dict(ordered(Counter(
         cosine_bucket(s) for s in scores.values())))
 

@@ -115,12 +115,14 @@ def test_caption_steps_are_separately_counted_stages(checks):
     kept = [pair for out in outcomes for pair in out.kept]
     assert [(p.caption, p.lang) for p in kept] == [("一只可爱的小猫在沙发上睡觉，电话<PHONE>", "zh"),
                                                    ("Call me at <PHONE> about this red car", "en")]
+    assert [p.caption_kind for p in kept] == ["description", "alt"]      # a scene; a sentence that describes none
     assert pairs[3].caption.startswith("一隻") and pairs[3].lang == ""      # inputs are never changed
     counts: dict[str, int] = {}
     for out in outcomes:
         for name, n in events_to_counts(out.events).items():
             counts[name] = counts.get(name, 0) + n
     assert counts["caption_rewrite|count|pii:phone"] == 2
+    assert counts["caption_length|hist|caption_kind|description"] == counts["caption_length|hist|caption_kind|alt"] == 1
     assert counts["caption_text|in"] == 5 and counts["caption_text|out"] == 4
     assert counts["caption_length|in"] == 3 and counts["caption_length|out"] == 2
     for stage in CAPTION_STAGES:                                             # in = out + dropped per stage
@@ -132,3 +134,22 @@ def test_caption_steps_pickle_with_their_shared_settings(checks):
     steps = pickle.loads(pickle.dumps(CaptionChecks(min_words=1).steps()))
     assert len({id(step.checks) for step in steps}) == 1 and steps[0].checks.min_words == 1
     assert steps[0].checks._junk is None                  # rebuilt by setup() on the worker
+
+
+@pytest.mark.parametrize("text, lang, kind", [
+    ("A black Honda motorcycle parked in front of a garage.", "en", "description"),
+    ("Two dogs are playing with a ball on the beach", "en", "description"),
+    ("Classical Masterpieces: Xerses & More, Vol. 8 by Various Artists", "en", "alt"),   # a title
+    ("Coffee Table with Tray Top Color: Gray", "en", "alt"),                             # a product name
+    ("grinning face", "en", "alt"),
+    ("a red car", "en", "alt"),                                                          # too short to describe
+    ("一只鸸鹋站在草地上", "zh", "description"),
+    ("在山里中站着两只鸡，一只黄色另一只黑黄色", "zh", "description"),
+    ("鱼香茄子-预览图-3", "zh", "alt"),
+    ("TiFlash 架构", "zh", "alt"),
+    ("黑色胶片的机台", "zh", "alt"),       # a real XM3600 description under 8 Han characters: a known miss
+])
+def test_caption_kind(text, lang, kind):
+    from cleaners.image.caption_kind import caption_kind
+
+    assert caption_kind(text, lang) == kind

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from cleaners.filters.wordlist import read_terms
+from cleaners.image.caption_kind import caption_kind
 from cleaners.image.record import ImageText
 from cleaners.fasttext_text import load_model
 from cleaners.han import HAN_RE
@@ -235,15 +236,17 @@ class CaptionRewrite(_CaptionStep):
 
 
 class CaptionLength(_CaptionStep):
-    """`caption_length`: `too-short` under `min_chars` characters (zh, ja) or `min_words` words (others)."""
+    """`caption_length`: `too-short` under `min_chars` characters (zh, ja) or `min_words` words (others); a kept
+    caption gets its kind, `alt` or `description` (`cleaners.image.caption_kind`), counted in a histogram."""
 
     name = "caption_length"
 
-    def apply(self, pair: ImageText) -> ImageText | str:
+    def apply(self, pair: ImageText) -> Counted | str:
         text = pair.caption
         if pair.lang in CHAR_COUNTED:
             if sum(not ch.isspace() for ch in text) < self.checks.min_chars:
                 return "too-short"
         elif len(_EN_WORD.findall(text)) < self.checks.min_words:
             return "too-short"
-        return pair
+        kind = caption_kind(text, pair.lang)
+        return Counted(dataclasses.replace(pair, caption_kind=kind), hists={"caption_kind": kind})

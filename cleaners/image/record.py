@@ -20,5 +20,6 @@ class ImageText:
     url: str = ""                 # the image's URL (url lists; img2dataset's `url` field in tars)
     image: bytes | None = None    # encoded image bytes; None until downloaded
     lang: str = ""                # caption language, set by the caption checks ("zh", "en")
+    caption_kind: str = ""        # "alt" or "description", set by the caption_length step (cleaners.image.caption_kind)
     facts: dict[str, Any] = field(default_factory=dict)  # width, height, original_width/height/format, phash, ...
     meta: dict[str, Any] = field(default_factory=dict)   # the input's other fields (json-able), kept in the output

@@ -8,6 +8,13 @@ each record on its own score: below `min_score` is `alignment-below-min-score`. 
 `cleaners.histogram.cosine_bucket`) into stats.json's histograms. DataComp's CLIP-score filter (Gadre et al.
 2023) keeps a share of the pool rather than a fixed score: `min_percentile` (0-100) drops the pairs under that
 percentile of the run's scores, computed by the Beam layer from every score (stage `alignment_percentile`).
+
+Strength: a kept pair is `strong` when its score is at least `strong_score`, else `weak` (`strength` in the .json
+and a histogram); stats.json counts each tier with the caption's kind, `tier:strong/description`,
+`tier:weak/alt`, ... The default 0.28 is LAION-5B's cut for English pairs under OpenAI's ViT-B/32 (Schuhmann et
+al. 2022); another model scores on its own scale, so read the run's `alignment_score` histogram and set it. The
+kind does not move the bar: a description that does not match its image is as weak as any, and WuDaoMM's strong
+pairs are not all descriptions (30 M of its 50 M).
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from cleaners.histogram import cosine_bucket
 from cleaners.step import Counted, Step, register
 
 SCORE_FIELD = "alignment_score"
+STRENGTH_FIELD, STRONG, WEAK = "strength", "strong", "weak"
 REASON_LOW = "alignment-below-min-score"
 REASON_PERCENTILE = "alignment-below-percentile"
 REASON_UNREADABLE = "alignment-image-unreadable"
@@ -32,18 +40,21 @@ class AlignmentScore(Step):
     kind = "image_text"
 
     def __init__(self, *, model_path: str, min_score: float | None = None, min_percentile: float | None = None,
-                 batch_size: int = 64, threads: int = 1):
+                 strong_score: float = 0.28, batch_size: int = 64, threads: int = 1):
         if not model_path:
             raise ValueError("alignment needs model_path: a folder written by `wudao alignment train`")
         if min_score is not None and not -1.0 <= float(min_score) <= 1.0:
             raise ValueError("min_score is a cosine similarity: -1..1")
         if min_percentile is not None and not 0.0 <= float(min_percentile) < 100.0:
             raise ValueError("min_percentile must be in [0, 100)")
+        if not -1.0 <= float(strong_score) <= 1.0:
+            raise ValueError("strong_score is a cosine similarity: -1..1")
         if int(batch_size) < 1 or int(threads) < 1:
             raise ValueError("batch_size and threads must be >= 1")
         self.model_path, self.batch_size, self.threads = str(model_path), int(batch_size), int(threads)
         self.min_score = None if min_score is None else float(min_score)
         self.min_percentile = None if min_percentile is None else float(min_percentile)
+        self.strong_score = float(strong_score)
         self._model: Any = None
         self._tokenizer: Any = None
 
@@ -98,7 +109,9 @@ class AlignmentScore(Step):
         hists = {SCORE_FIELD: cosine_bucket(score)}
         if self.min_score is not None and score < self.min_score:
             return Counted(REASON_LOW, hists=hists)
-        return Counted(record, hists=hists)
+        record[STRENGTH_FIELD] = STRONG if score >= self.strong_score else WEAK
+        tier = f"{record[STRENGTH_FIELD]}/{record.get('caption_kind') or 'unknown'}"
+        return Counted(record, {f"tier:{tier}": 1}, hists={**hists, STRENGTH_FIELD: record[STRENGTH_FIELD]})
 
 
 def percentile_threshold(histogram: dict[int, int], percentile: float, bins: int) -> float:
