@@ -99,7 +99,8 @@ def to_output_record(pair: ImageText, checked: ImageText) -> dict[str, Any]:
     hashes the original image bytes (`pair`'s) with the clean caption."""
     return {"id": pair_id(pair.image or b"", checked.caption), "key": checked.key, "source": checked.source,
             "url": checked.url, "caption": checked.caption, "lang": checked.lang, "caption_kind": checked.caption_kind,
-            "dataType": DATA_TYPE,
+            "dataType": DATA_TYPE, **({"texts": [{"text": t, "lang": lang} for t, lang in checked.texts]}
+                                      if checked.texts else {}),
             "facts": checked.facts, "meta": checked.meta, "jpg": checked.image}
 
 

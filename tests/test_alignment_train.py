@@ -138,16 +138,17 @@ def _stage_input(tmp_path) -> tuple[str, dict[str, bool]]:
     return str(path), own
 
 
-def _run_stage(tmp_path, name: str, inputs: str, alignment: dict) -> tuple[dict, dict, list]:
+def _run_stage(tmp_path, name: str, inputs: str, alignment: dict, read: dict | None = None
+               ) -> tuple[dict, dict, list]:
     from pipelines.run import run_image_text
 
     recipe = {"caption": {"languages": ["en"]}, "image": {"min_side": 16, "resolution": 64},
-              "dedup": {"enabled": False}, "alignment": alignment}
+              "dedup": {"enabled": False}, "alignment": alignment, "read": read or {}}
     (tmp_path / f"{name}.yaml").write_text(json.dumps(recipe), encoding="utf-8")
     out = tmp_path / name
     stats = run_image_text([inputs], str(out), str(tmp_path / f"{name}.yaml"), [])
     for stage in stats["stages"]:
-        assert stage["in"] == stage["out"] + stage["dropped"], stage
+        assert stage["in"] + stage.get("created", 0) == stage["out"] + stage["dropped"], stage
     samples = {}
     for shard in sorted((out / "images").glob("*.tar")):
         with tarfile.open(shard) as tar:
@@ -225,3 +226,38 @@ def test_percentile_threshold_from_bins():
     assert percentile_threshold(bins, 20, 1000) == pytest.approx(0.1)
     assert percentile_threshold({}, 50, 1000) == -1.0
     assert score_bin(1.0, 1000) == 999 and score_bin(-1.0, 1000) == 0
+
+
+@pytest.mark.slow
+def test_several_texts_per_image_best_or_all(shapes_model, tmp_path):
+    """Each drawing comes with a wrong-colour caption and its true description as `title`: `best` makes the better
+    text the caption (mostly the title), `all` keeps a record per text."""
+    draw_pairs(tmp_path / "input", 20, seed=11)
+    rows, truth = [], {}
+    for i, line in enumerate((tmp_path / "input" / "pairs.jsonl").read_text("utf-8").splitlines()):
+        right = json.loads(line)["captions"][0]
+        colour, shape = right.split()[1:3]
+        wrong = caption_en({"red": "green", "green": "blue", "blue": "red"}[colour], shape) + f" number {i}"
+        right = f"{right} number {i}"
+        rows.append({"images": [f"images/{i}.png"], "text": wrong, "title": right})
+        truth[i] = (wrong, right)
+    inputs = tmp_path / "input" / "titled.jsonl"
+    inputs.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    read = {"text_cols": ["title"]}
+
+    stats, samples, _ = _run_stage(tmp_path, "best", str(inputs), {"model_path": shapes_model}, read)
+    assert len(samples) == 20
+    stage = {s["stage"]: s for s in stats["stages"]}["alignment"]
+    assert stage["counts"]["texts:best-is-other"] + stage["counts"].get("texts:best-is-caption", 0) == 20
+    assert stage["counts"]["texts:best-is-other"] >= 14         # the model prefers the true colour
+    for caption, meta in samples.items():
+        other, = meta["texts"]
+        assert meta["alignment_score"] >= other["alignment_score"]
+        i = int(caption.rsplit(" ", 1)[1])
+        assert {caption, other["text"]} == set(truth[i]) and other["lang"] == "en"
+
+    stats, samples, _ = _run_stage(tmp_path, "every", str(inputs), {"model_path": shapes_model, "texts": "all"}, read)
+    assert set(samples) == {text for pair in truth.values() for text in pair}
+    assert len({meta["id"] for meta in samples.values()}) == 40 and all("texts" not in m for m in samples.values())
+    stage = {s["stage"]: s for s in stats["stages"]}["alignment"]
+    assert (stage["in"], stage["created"], stage["out"]) == (20, 20, 40)

@@ -153,3 +153,21 @@ def test_caption_kind(text, lang, kind):
     from cleaners.image.caption_kind import caption_kind
 
     assert caption_kind(text, lang) == kind
+
+
+def test_other_texts_go_through_the_same_checks(checks):
+    from cleaners.image.record import ImageText
+    from cleaners.runner import StepRunner
+    from pipelines.ledger import events_to_counts
+
+    pair = ImageText(key="k", source="s", caption="a brown dog runs on the sand",
+                     texts=[("IMG_2041.JPG", ""), ("一隻小狗在沙灘上奔跑，電話13812345678", ""), ("dog", ""),
+                            ("a brown dog runs on the sand", ""), ("Beach dog photo print", "")])
+    out = StepRunner(checks.steps()).run(pair)
+    kept, = out.kept
+    assert kept.texts == [("一只小狗在沙滩上奔跑，电话<PHONE>", "zh"), ("Beach dog photo print", "en")]
+    counts = events_to_counts(out.events)
+    assert counts["caption_length|count|texts:kept"] == 2
+    assert counts["caption_length|count|texts:dropped:caption-is-filename"] == 1
+    assert counts["caption_length|count|texts:dropped:too-short"] == 1
+    assert counts["caption_length|count|texts:dropped:same-as-caption"] == 1

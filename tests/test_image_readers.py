@@ -217,6 +217,23 @@ def test_tar_samples_members_and_reasons():
     assert items[0].meta == {"status": "success"}
 
 
+def test_other_texts_of_an_image_are_read_from_rows_and_tar_json():
+    rows = [{"url": "http://a/1.jpg", "caption": "a dog on a beach", "title": "Beach Dog 2021", "alt": "dog"},
+            {"url": "http://a/2.jpg", "caption": "", "title": "only a title", "alt": "  "},
+            {"url": "http://a/3.jpg", "caption": "same", "TITLE": "same", "alt": "<b>bold</b> alt"}]
+    data = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    items = read(data, "l.jsonl", {"text_cols": ["title", "alt"]})
+    assert [(i.caption, i.texts) for i in items] == [
+        ("a dog on a beach", [("Beach Dog 2021", ""), ("dog", "")]),
+        ("only a title", []),                                   # no caption: the first other text is the caption
+        ("same", [("<b>bold</b> alt", "")])]                    # a repeat of the caption is left out
+    assert read(data, "l.jsonl")[0].texts == []                 # without text_cols: nothing extra
+    shard = [("000.jpg", b"\xff\xd8x"), ("000.txt", b"a caption"),
+             ("000.json", json.dumps({"title": "A Title", "status": "success"}).encode())]
+    item, = read(_tar(shard), "s.tar", {"text_cols": ["title"]})
+    assert item.texts == [("A Title", "")] and item.meta == {"status": "success"}
+
+
 def test_tar_image_too_large():
     items = read(_tar([("a.png", b"x" * 50), ("a.txt", b"cap")]), "s.tar", {"max_image_bytes": 10})
     assert brief(items) == [("s.tar#a", "too-large")]

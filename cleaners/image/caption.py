@@ -237,7 +237,8 @@ class CaptionRewrite(_CaptionStep):
 
 class CaptionLength(_CaptionStep):
     """`caption_length`: `too-short` under `min_chars` characters (zh, ja) or `min_words` words (others); a kept
-    caption gets its kind, `alt` or `description` (`cleaners.image.caption_kind`), counted in a histogram."""
+    caption gets its kind, `alt` or `description` (`cleaners.image.caption_kind`), counted in a histogram, and the
+    pair's other texts (`texts`) go through all four checks: those that fail are left out and counted."""
 
     name = "caption_length"
 
@@ -249,4 +250,23 @@ class CaptionLength(_CaptionStep):
         elif len(_EN_WORD.findall(text)) < self.checks.min_words:
             return "too-short"
         kind = caption_kind(text, pair.lang)
-        return Counted(dataclasses.replace(pair, caption_kind=kind), hists={"caption_kind": kind})
+        texts, counts = self._vet_texts(pair)
+        return Counted(dataclasses.replace(pair, caption_kind=kind, texts=texts), counts,
+                       hists={"caption_kind": kind})
+
+    def _vet_texts(self, pair: ImageText) -> tuple[list[tuple[str, str]], dict[str, int]]:
+        """The pair's other texts through the same four checks: (clean text, lang) of those that pass, and counts
+        `texts:kept` / `texts:dropped:<reason>`; a text equal to the caption once clean is left out."""
+        kept: list[tuple[str, str]] = []
+        counts: dict[str, int] = {}
+        for text, _ in pair.texts:
+            checked = self.checks.check(text)
+            if isinstance(checked, str):
+                name = f"texts:dropped:{checked}"
+            elif checked[0] == pair.caption or checked in kept:
+                name = "texts:dropped:same-as-caption"
+            else:
+                kept.append(checked)
+                name = "texts:kept"
+            counts[name] = counts.get(name, 0) + 1
+        return kept, counts

@@ -21,5 +21,8 @@ class ImageText:
     image: bytes | None = None    # encoded image bytes; None until downloaded
     lang: str = ""                # caption language, set by the caption checks ("zh", "en")
     caption_kind: str = ""        # "alt" or "description", set by the caption_length step (cleaners.image.caption_kind)
+    #: the image's other texts (img2dataset title/alt columns, BriVL-style surrounding text: the reader's
+    #: `text_cols`) as (text, lang); lang is "" until the caption checks have cleaned and vetted them
+    texts: list[tuple[str, str]] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)  # width, height, original_width/height/format, phash, ...
     meta: dict[str, Any] = field(default_factory=dict)   # the input's other fields (json-able), kept in the output

@@ -9,6 +9,13 @@ each record on its own score: below `min_score` is `alignment-below-min-score`. 
 2023) keeps a share of the pool rather than a fixed score: `min_percentile` (0-100) drops the pairs under that
 percentile of the run's scores, computed by the Beam layer from every score (stage `alignment_percentile`).
 
+Several texts per image (the reader's `text_cols`: an img2dataset title and alt text, BriVL's alt plus surrounding
+text; vetted by the caption checks): every text is scored against the image in the same forward pass. `texts: best`
+(default) keeps one record whose caption is the best-scoring text (`texts:best-is-caption` / `texts:best-is-other`;
+the others stay in the .json's `texts` with their scores); `texts: all` keeps one record per text over the floors
+(the ledger counts the extra ones as created; `texts:below-min-score` those left out), each with its own
+score, kind and id (the pair's id hashed with that text); the histograms count each input pair once.
+
 Strength: a kept pair is `strong` when its score is at least `strong_score`, else `weak` (`strength` in the .json
 and a histogram); stats.json counts each tier with the caption's kind, `tier:strong/description`,
 `tier:weak/alt`, ... The default 0.28 is LAION-5B's cut for English pairs under OpenAI's ViT-B/32 (Schuhmann et
@@ -27,6 +34,8 @@ from cleaners.step import Counted, Step, register
 
 SCORE_FIELD = "alignment_score"
 STRENGTH_FIELD, STRONG, WEAK = "strength", "strong", "weak"
+BEST, ALL = "best", "all"
+_TEXT_SCORES = "_other_text_scores"   # set by score_batch, consumed by apply
 REASON_LOW = "alignment-below-min-score"
 REASON_PERCENTILE = "alignment-below-percentile"
 REASON_UNREADABLE = "alignment-image-unreadable"
@@ -40,7 +49,7 @@ class AlignmentScore(Step):
     kind = "image_text"
 
     def __init__(self, *, model_path: str, min_score: float | None = None, min_percentile: float | None = None,
-                 strong_score: float = 0.28, batch_size: int = 64, threads: int = 1):
+                 strong_score: float = 0.28, texts: str = "best", batch_size: int = 64, threads: int = 1):
         if not model_path:
             raise ValueError("alignment needs model_path: a folder written by `wudao alignment train`")
         if min_score is not None and not -1.0 <= float(min_score) <= 1.0:
@@ -49,12 +58,15 @@ class AlignmentScore(Step):
             raise ValueError("min_percentile must be in [0, 100)")
         if not -1.0 <= float(strong_score) <= 1.0:
             raise ValueError("strong_score is a cosine similarity: -1..1")
+        if texts not in (BEST, ALL):
+            raise ValueError(f"texts must be {BEST!r} or {ALL!r}, not {texts!r}")
         if int(batch_size) < 1 or int(threads) < 1:
             raise ValueError("batch_size and threads must be >= 1")
         self.model_path, self.batch_size, self.threads = str(model_path), int(batch_size), int(threads)
         self.min_score = None if min_score is None else float(min_score)
         self.min_percentile = None if min_percentile is None else float(min_percentile)
         self.strong_score = float(strong_score)
+        self.texts = texts
         self._model: Any = None
         self._tokenizer: Any = None
 
@@ -74,7 +86,8 @@ class AlignmentScore(Step):
         self._tokenizer = TextTokenizer.load(self.model_path)
 
     def score_batch(self, records: list[dict[str, Any]]) -> None:
-        """Set `alignment_score` on each record (None when its image cannot be decoded), one forward pass."""
+        """Score every text of each record against its image, one forward pass for the batch: `alignment_score` is
+        the caption's (None when the image cannot be decoded), the other texts' scores wait for `apply`."""
         import torch
         from PIL import Image
 
@@ -93,25 +106,78 @@ class AlignmentScore(Step):
                 record[SCORE_FIELD] = None
         if not readable:
             return
-        ids, lengths = encode_captions(self._tokenizer, [r["caption"] for r in readable],
+        candidates = [[r["caption"], *(t["text"] for t in r.get("texts") or [])] for r in readable]
+        owner = torch.tensor([i for i, texts in enumerate(candidates) for _ in texts])
+        ids, lengths = encode_captions(self._tokenizer, [t for texts in candidates for t in texts],
                                        self._model.config.context_length)
         with torch.no_grad():
             image_emb, text_emb = self._model(torch.stack(pixels), ids, lengths)
-        for record, score in zip(readable, (image_emb * text_emb).sum(-1).tolist()):
-            record[SCORE_FIELD] = round(float(score), 4)
+        scores = (image_emb[owner] * text_emb).sum(-1).tolist()
+        start = 0
+        for record, texts in zip(readable, candidates):
+            mine = [round(float(s), 4) for s in scores[start:start + len(texts)]]
+            start += len(texts)
+            record[SCORE_FIELD] = mine[0]
+            if len(mine) > 1:
+                record[_TEXT_SCORES] = mine[1:]
 
     def apply(self, record: dict[str, Any]) -> Any:
         if SCORE_FIELD not in record:
             self.score_batch([record])
-        score = record[SCORE_FIELD]
-        if score is None:
+        if record[SCORE_FIELD] is None:
             return REASON_UNREADABLE
+        others = record.pop(_TEXT_SCORES, [])
+        if not others:
+            return self._finish(record, {})
+        texts = [dict(t, alignment_score=score) for t, score in zip(record["texts"], others)]
+        if self.texts == ALL:
+            return self._every_text(record, texts)
+        best = max(range(len(texts)), key=lambda i: texts[i]["alignment_score"])
+        if texts[best]["alignment_score"] <= record[SCORE_FIELD]:
+            record["texts"] = texts
+            return self._finish(record, {"texts:best-is-caption": 1})
+        chosen = texts[best]
+        texts[best] = {"text": record["caption"], "lang": record["lang"], "alignment_score": record[SCORE_FIELD]}
+        record = _with_caption(record, chosen)
+        record["texts"] = texts
+        return self._finish(record, {"texts:best-is-other": 1})
+
+    def _every_text(self, record: dict[str, Any], texts: list[dict[str, Any]]) -> Any:
+        """`texts: all`: the record and one more per other text, each with its own score, kind and id."""
+        records = [record, *(_with_caption(record, text) for text in texts)]
+        for item in records:
+            item.pop("texts", None)
+        results = [self._finish(item, {}) for item in records]
+        kept = [r for r in results if not isinstance(r.result, str)]
+        counts: dict[str, int] = {}
+        hists: dict[str, str] = {}
+        for r in kept:
+            for name, n in r.counts.items():
+                counts[name] = counts.get(name, 0) + n
+        counts["texts:below-min-score"] = len(results) - len(kept)
+        if not kept:
+            return Counted(REASON_LOW, counts, hists={SCORE_FIELD: cosine_bucket(record[SCORE_FIELD])})
+        hists = dict(kept[0].hists)
+        return Counted([r.result for r in kept], {k: v for k, v in counts.items() if v}, hists=hists)
+
+    def _finish(self, record: dict[str, Any], counts: dict[str, int]) -> Counted:
+        score = record[SCORE_FIELD]
         hists = {SCORE_FIELD: cosine_bucket(score)}
         if self.min_score is not None and score < self.min_score:
-            return Counted(REASON_LOW, hists=hists)
+            return Counted(REASON_LOW, counts, hists=hists)
         record[STRENGTH_FIELD] = STRONG if score >= self.strong_score else WEAK
         tier = f"{record[STRENGTH_FIELD]}/{record.get('caption_kind') or 'unknown'}"
-        return Counted(record, {f"tier:{tier}": 1}, hists={**hists, STRENGTH_FIELD: record[STRENGTH_FIELD]})
+        return Counted(record, {**counts, f"tier:{tier}": 1}, hists={**hists, STRENGTH_FIELD: record[STRENGTH_FIELD]})
+
+
+def _with_caption(record: dict[str, Any], text: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `record` whose caption is the other text `text` (its language, kind and score); its id hashes the
+    record's id with that caption."""
+    from cleaners.document import stable_hash
+    from cleaners.image.caption_kind import caption_kind
+
+    return {**record, "id": stable_hash(record["id"], text["text"]), "caption": text["text"], "lang": text["lang"],
+            "caption_kind": caption_kind(text["text"], text["lang"]), SCORE_FIELD: text["alignment_score"]}
 
 
 def percentile_threshold(histogram: dict[int, int], percentile: float, bins: int) -> float:

@@ -10,7 +10,9 @@ Formats, by file name (plain or gzip; gzip is recognised by its magic bytes, wha
   caption, `KEY.json` metadata (`url`, `caption`, ...); other small members (`KEY.cls`) go to `meta`. Streamed.
 
 Column names follow img2dataset (`url_col="url"`, `caption_col="caption"`, `save_additional_columns`), with
-case-insensitive fallbacks (`URL`, `TEXT`, `text`, `image_bytes`, `jpg`, `image`, `images`).
+case-insensitive fallbacks (`URL`, `TEXT`, `text`, `image_bytes`, `jpg`, `image`, `images`). `text_cols` names the
+image's other texts (a title, an alt text, BriVL-style surrounding text: columns, or `KEY.json` fields in tars): they
+travel with the pair as `texts`, and a row without a caption takes the first of them.
 
 Keys: `path#<row from 0>` (CSV/TSV, Parquet, JSON array), `path#<line from 1>` (JSON lines) and
 `path#<sample key>` (tars). Every input record gives one item; bad records give a `Skip` and reading goes on:
@@ -69,6 +71,7 @@ class ImageTextColumns:
     caption_col: str = "caption"
     image_col: str | None = None                 # None: the first of IMAGE_FALLBACKS present
     save_additional_columns: list[str] = field(default_factory=list)
+    text_cols: list[str] = field(default_factory=list)     # more texts of the image (title, alt, surrounding text)
     max_image_bytes: int = MAX_IMAGE_BYTES
     image_roots: list[str] = field(default_factory=list)   # folders image paths may lead to, beside the file's own
 
@@ -81,7 +84,7 @@ class ImageTextColumns:
         unknown = set(params) - known
         if unknown:
             raise ValueError(f"unknown reader option(s) {sorted(unknown)}; known: {sorted(known)}")
-        for name in ("save_additional_columns", "image_roots"):
+        for name in ("save_additional_columns", "text_cols", "image_roots"):
             value = params.get(name) or []
             params[name] = [value] if isinstance(value, str) else list(value)
         params["image_roots"] = [root if "://" in root else os.path.abspath(root) for root in params["image_roots"]]
@@ -142,6 +145,7 @@ class _Context:
         """A url-list or image-bytes row (CSV, JSON, Parquet) -> a pair, or why it is none."""
         url = _as_text(row.get(names.url)) if names.url else ""
         caption = clean_caption(row.get(names.caption)) if names.caption else ""
+        caption, texts = with_texts(caption, [row.get(name) for name in names.texts])
         meta = {name: _jsonable(row.get(name)) for name in names.extra}
         image, reason, detail = None, "", ""
         if names.image:
@@ -151,7 +155,7 @@ class _Context:
             return Skip(key, self.path, reason, url, detail)
         if image is None and not url:
             return Skip(key, self.path, "no-image", detail="no url and no image in the row")
-        return ImageText(key=key, source=self.path, caption=caption, url=url, image=image, meta=meta)
+        return ImageText(key=key, source=self.path, caption=caption, url=url, image=image, meta=meta, texts=texts)
 
     def resolve_image(self, value: Any) -> tuple[bytes | None, str, str, str]:
         """(image bytes, url, skip reason, detail) from a cell: bytes, `{bytes, path}`, [one], a url or a path."""
@@ -202,6 +206,7 @@ class _Names:
     caption: str | None
     image: str | None
     extra: list[str]
+    texts: list[str]
 
     @classmethod
     def find(cls, available: list[str], cols: ImageTextColumns) -> _Names:
@@ -219,13 +224,27 @@ class _Names:
 
         image_candidates = (cols.image_col,) if cols.image_col else IMAGE_FALLBACKS
         extra = [name for name in cols.save_additional_columns if name in available]
+        texts = [found for name in cols.text_cols if (found := pick((name,)))]
         return cls(pick((cols.url_col,) + URL_FALLBACKS), pick((cols.caption_col,) + CAPTION_FALLBACKS),
-                   pick(image_candidates), extra)
+                   pick(image_candidates), extra, texts)
 
 
 def clean_caption(value: Any) -> str:
     """A caption cell as text: None/NaN -> "", data-juicer's `<__dj__image>` markers removed, ends stripped."""
     return _DJ_TOKENS.sub("", _as_text(value)).strip()
+
+
+def with_texts(caption: str, cells: list[Any]) -> tuple[str, list[tuple[str, str]]]:
+    """The caption and the image's other texts (`text_cols` cells, cleaned like captions; empty ones and repeats
+    left out). A row without a caption takes its first other text as the caption."""
+    texts: list[str] = []
+    for cell in cells:
+        text = clean_caption(cell)
+        if text and text != caption and text not in texts:
+            texts.append(text)
+    if not caption and texts:
+        caption = texts.pop(0)
+    return caption, [(text, "") for text in texts]
 
 
 def resolve_path(file_path: str, relative: str) -> str:
@@ -479,8 +498,10 @@ def _sample_item(sample: Sample, ctx: _Context) -> ImageText | Skip:
         return Skip(key, ctx.path, "no-image", url, f"members: {sorted(sample.files)}")
     caption = sample.files.get("txt")
     caption = clean_caption(caption) if caption is not None else clean_caption(info.get("caption"))
-    meta = {k: _jsonable(v) for k, v in info.items() if k not in ("url", "caption")}
+    caption, texts = with_texts(caption, [info.get(name) for name in ctx.cols.text_cols])
+    meta = {k: _jsonable(v) for k, v in info.items() if k not in ("url", "caption", *ctx.cols.text_cols)}
     for ext, data in sample.files.items():
         if ext not in IMAGE_EXTENSIONS and ext not in ("txt", "json"):
             meta.setdefault(ext, data.decode("utf-8", "replace").strip())
-    return ImageText(key=key, source=ctx.path, caption=caption, url=url, image=sample.files[image_ext], meta=meta)
+    return ImageText(key=key, source=ctx.path, caption=caption, url=url, image=sample.files[image_ext], meta=meta,
+                     texts=texts)
