@@ -154,3 +154,62 @@ def test_contrastive_loss_is_symmetric_and_low_only_for_matching_rows():
     torch.testing.assert_close(contrastive_loss(a, b, scale), contrastive_loss(b, a, scale))
     assert contrastive_loss(emb, emb, torch.tensor(10.0)) == contrastive_loss(emb, emb, torch.tensor(float(
         torch.log(torch.tensor(100.0)))))          # the scale is clamped at 100
+
+
+MERGES = "#version: 0.2\nh e\nl l\nhe ll\nhell o</w>\n"
+
+
+def test_clip_bpe_byte_table_merges_and_ids(tmp_path):
+    from cleaners.image.clip_bpe import ClipBPE, byte_chars
+
+    table = byte_chars()
+    assert len(set(table.values())) == 256 and table[ord("A")] == "A" and table[0] == chr(256)
+    (tmp_path / "merges.txt").write_text(MERGES, encoding="utf-8")
+    bpe = ClipBPE(str(tmp_path / "merges.txt"))
+    assert len(bpe) == 256 + 256 + 4 + 2 and (bpe.start_id, bpe.end_id) == (516, 517)
+    assert bpe.encode("Hello  &amp;HELLO!") == [515, 256 + 5, 515, 256]     # "&" alone: "&</w>" (byte 38)
+    assert bpe.encode("hel") == [bpe.ids["he"], bpe.ids["l</w>"]]            # merges run lowest rank first
+    assert bpe.encode("é") == [127, 256 + 102]                              # UTF-8 bytes c3 a9 as characters
+    assert bpe.encode_captions(["hello " * 20], 6) == [[516, 515, 515, 515, 515, 517]]
+    (tmp_path / "bad.txt").write_text("#version\nonly-one-token\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="merges"):
+        ClipBPE(str(tmp_path / "bad.txt"))
+
+
+def _jpeg(colour) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_a_users_openclip_folder_scores_with_clip_bpe(tmp_path):
+    import json
+
+    from cleaners.image.alignment import pad_ids
+    from cleaners.image.clip_bpe import ClipBPE
+    from cleaners.image.scoring import AlignmentScore
+
+    config = replace(SMALL, vocab_size=518)
+    model = _model(config)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "ViT-tiny.pt")
+    (tmp_path / "merges.txt.gz").write_bytes(__import__("gzip").compress(MERGES.encode()))
+    (tmp_path / "openclip.json").write_text(json.dumps({"weights": "ViT-tiny.pt", "bpe": "merges.txt.gz"}))
+    records = [{"jpg": _jpeg((200, 30, 30)), "caption": "hello hello"}, {"jpg": _jpeg((0, 0, 0)), "caption": "he"}]
+    step = AlignmentScore(model_path=str(tmp_path))
+    step.score_batch(records)
+    bpe = ClipBPE(str(tmp_path / "merges.txt.gz"))
+    ids, lengths = pad_ids(bpe.encode_captions(["hello hello", "he"], config.context_length), config.context_length)
+    pixels = torch.stack([preprocess(Image.open(__import__("io").BytesIO(r["jpg"])), 32) for r in records])
+    with torch.no_grad():
+        image_emb, text_emb = model(pixels, ids, lengths)
+    assert [r["alignment_score"] for r in records] == [round(float(s), 4) for s in (image_emb * text_emb).sum(-1)]
+
+    (tmp_path / "openclip.json").write_text(json.dumps({"weights": "../ViT-tiny.pt", "bpe": "merges.txt.gz"}))
+    with pytest.raises(ValueError, match="outside the model folder"):
+        AlignmentScore(model_path=str(tmp_path)).setup()
+    (tmp_path / "short.txt").write_text("#version: 0.2\nh e\n", encoding="utf-8")
+    (tmp_path / "openclip.json").write_text(json.dumps({"weights": "ViT-tiny.pt", "bpe": "short.txt"}))
+    with pytest.raises(ValueError, match="515 ids.*518"):
+        AlignmentScore(model_path=str(tmp_path)).setup()

@@ -40,6 +40,7 @@ REASON_LOW = "alignment-below-min-score"
 REASON_PERCENTILE = "alignment-below-percentile"
 REASON_UNREADABLE = "alignment-image-unreadable"
 MODEL_FILE = "model.pt"
+OPENCLIP_MANIFEST = "openclip.json"
 
 
 @register("alignment")
@@ -74,16 +75,33 @@ class AlignmentScore(Step):
         return {**self.__dict__, "_model": None, "_tokenizer": None}
 
     def setup(self) -> None:
+        """Load the model folder: ours (`model.pt` + SentencePiece tokenizer) or, when it holds `openclip.json`
+        (`{"weights": "ViT-B-32.pt", "bpe": "bpe_simple_vocab_16e6.txt.gz", "quick_gelu": false}`, paths
+        relative to the folder), a user's OpenCLIP / OpenAI CLIP ViT weights with CLIP's BPE tokenizer."""
         if self._model is not None:
             return
         import torch
 
-        from cleaners.image.alignment import DualEncoder
-        from tokenizer.text import TextTokenizer
-
         torch.set_num_threads(self.threads)
-        self._model = DualEncoder.load(os.path.join(self.model_path, MODEL_FILE))
-        self._tokenizer = TextTokenizer.load(self.model_path)
+        manifest = os.path.join(self.model_path, OPENCLIP_MANIFEST)
+        if os.path.exists(manifest):
+            self._model, self._tokenizer = _load_openclip_folder(self.model_path, manifest)
+        else:
+            from cleaners.image.alignment import DualEncoder
+            from tokenizer.text import TextTokenizer
+
+            self._model = DualEncoder.load(os.path.join(self.model_path, MODEL_FILE))
+            self._tokenizer = TextTokenizer.load(self.model_path)
+
+    def _encode(self, texts: list[str]) -> Any:
+        from cleaners.image.alignment import pad_ids
+        from cleaners.image.alignment_train import encode_captions
+        from cleaners.image.clip_bpe import ClipBPE
+
+        context = self._model.config.context_length
+        if isinstance(self._tokenizer, ClipBPE):
+            return pad_ids(self._tokenizer.encode_captions(texts, context), context)
+        return encode_captions(self._tokenizer, texts, context)
 
     def score_batch(self, records: list[dict[str, Any]]) -> None:
         """Score every text of each record against its image, one forward pass for the batch: `alignment_score` is
@@ -92,7 +110,6 @@ class AlignmentScore(Step):
         from PIL import Image
 
         from cleaners.image.alignment import preprocess
-        from cleaners.image.alignment_train import encode_captions
 
         self.setup()
         size = self._model.config.image_size
@@ -108,8 +125,7 @@ class AlignmentScore(Step):
             return
         candidates = [[r["caption"], *(t["text"] for t in r.get("texts") or [])] for r in readable]
         owner = torch.tensor([i for i, texts in enumerate(candidates) for _ in texts])
-        ids, lengths = encode_captions(self._tokenizer, [t for texts in candidates for t in texts],
-                                       self._model.config.context_length)
+        ids, lengths = self._encode([t for texts in candidates for t in texts])
         with torch.no_grad():
             image_emb, text_emb = self._model(torch.stack(pixels), ids, lengths)
         scores = (image_emb[owner] * text_emb).sum(-1).tolist()
@@ -168,6 +184,30 @@ class AlignmentScore(Step):
         record[STRENGTH_FIELD] = STRONG if score >= self.strong_score else WEAK
         tier = f"{record[STRENGTH_FIELD]}/{record.get('caption_kind') or 'unknown'}"
         return Counted(record, {**counts, f"tier:{tier}": 1}, hists={**hists, STRENGTH_FIELD: record[STRENGTH_FIELD]})
+
+
+def _load_openclip_folder(folder: str, manifest: str) -> tuple[Any, Any]:
+    import json
+
+    from cleaners.image.alignment import load_openclip
+    from cleaners.image.clip_bpe import ClipBPE
+
+    with open(manifest, encoding="utf-8") as f:
+        spec = json.load(f)
+    if not isinstance(spec, dict) or not isinstance(spec.get("weights"), str) or not isinstance(spec.get("bpe"), str):
+        raise ValueError(f"{manifest}: needs \"weights\" and \"bpe\" file names")
+    paths = {}
+    for name in ("weights", "bpe"):
+        path = os.path.realpath(os.path.join(folder, spec[name]))
+        if not path.startswith(os.path.realpath(folder) + os.sep):
+            raise ValueError(f"{manifest}: {name} {spec[name]!r} leads outside the model folder")
+        paths[name] = path
+    model = load_openclip(paths["weights"], quick_gelu=bool(spec.get("quick_gelu", False)))
+    bpe = ClipBPE(paths["bpe"])
+    if len(bpe) != model.config.vocab_size:
+        raise ValueError(f"{manifest}: the BPE file gives {len(bpe)} ids, the weights' token embedding "
+                         f"{model.config.vocab_size}")
+    return model, bpe
 
 
 def _with_caption(record: dict[str, Any], text: dict[str, Any]) -> dict[str, Any]:
