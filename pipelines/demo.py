@@ -69,6 +69,10 @@ def run_demo(output: str, config_path: str | None, beam_args: list[str],
     say(f"vq:       {image['vq_dir']} ({vq['config']['resolution']} px -> {grid}x{grid} codes of "
         f"{vq['config']['codebook_size']}; {vq['steps']} steps in {vq['seconds']:.0f} s; held-out PSNR "
         f"{vq['psnr_db']:.1f} dB, codebook usage {vq['codebook_usage']:.0%})")
+    held = image["alignment"]["held_out"]
+    say(f"alignment: {image['alignment']['model']} ({image['alignment']['train_images']} drawings trained on, "
+        f"{held['images']} held out: image -> text R@1 {held['image_to_text_R@1']:.2f} (chance "
+        f"{held['chance_R@1']:.2f}); every kept pair's alignment_score and strength are in its .json)")
     cogview = image["manifest"]["shards"]
     say(f"cogview:  {os.path.join(output, 'cogview_shards')} ({len(cogview)} shards, "
         f"{sum(s['samples'] for s in cogview)} samples: [ROI1] caption [BASE] [BOI1] image codes [EOI1])")

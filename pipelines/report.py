@@ -20,7 +20,7 @@ from typing import Any
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from cleaners.histogram import CHAR_LABELS, SCORE_LABELS
+from cleaners.histogram import CHAR_LABELS, COSINE_LABELS, SCORE_LABELS
 from pipelines.report_plots import bar_chart
 
 REPORT = "report.html"
@@ -255,6 +255,24 @@ def scores_section(histograms: dict[str, Any]) -> Section:
                    "Histogram of the kept records' scores: " + ", ".join(scores))
 
 
+def alignment_section(stats: dict[str, Any], histograms: dict[str, Any]) -> Section:
+    """Image-text runs: the alignment scores of the scored pairs, their strength tiers and caption kinds."""
+    scores = histograms.get("alignment", {}).get("alignment_score")
+    if not scores:
+        return Section("alignment", "Image-text alignment", empty="No alignment stage in this run.")
+    labels = _span(COSINE_LABELS, scores)
+    rows = [[label, scores.get(label, 0)] for label in labels]
+    image = bar_chart(labels, {"pairs": [scores.get(label, 0) for label in labels]},
+                      "Alignment scores (cosine) of the scored pairs", "pairs", "score")
+    stage = next((s for s in stats.get("stages", []) if s.get("stage") == "alignment"), {})
+    tiers = {name.split(":", 1)[1]: n for name, n in (stage.get("counts") or {}).items() if name.startswith("tier:")}
+    kinds = histograms.get("caption_length", {}).get("caption_kind") or {}
+    note = ("Kept pairs by strength / caption kind: " + ", ".join(f"{t} {n}" for t, n in sorted(tiers.items()))
+            + ". Captions by kind: " + (", ".join(f"{k} {n}" for k, n in kinds.items()) or "none") + ".")
+    return Section("alignment", "Image-text alignment", ["score", "pairs"], rows, image,
+                   "Histogram of the alignment scores", note=note)
+
+
 def duplicates_section(clusters: dict[str, dict[int, int]], bad_lines: int) -> Section:
     bad = f" {bad_lines} unreadable lines or damaged files in rejects/ were skipped." if bad_lines else ""
     if not clusters:
@@ -290,9 +308,10 @@ def tokens_section(splits: dict[str, dict[str, int]] | None) -> Section:
 def build_sections(stats: dict[str, Any], clusters: dict[str, dict[int, int]], bad_lines: int,
                    splits: dict[str, dict[str, int]] | None, labels: dict[str, int] | None = None) -> list[Section]:
     histograms = stats.get("histograms") or {}
+    image_text = any(s.get("stage") == "caption_length" for s in stats.get("stages", []))
     return [totals_section(stats), funnel_section(stats), drops_section(stats), lengths_section(histograms),
             languages_section(histograms), domains_section(histograms, labels), scores_section(histograms),
-            duplicates_section(clusters, bad_lines),
+            *([alignment_section(stats, histograms)] if image_text else []), duplicates_section(clusters, bad_lines),
             tokens_section(splits)]
 
 

@@ -8,6 +8,7 @@ import gzip
 import json
 import random
 import tarfile
+from dataclasses import replace
 from collections import Counter
 
 import pytest
@@ -261,3 +262,11 @@ def test_several_texts_per_image_best_or_all(shapes_model, tmp_path):
     assert len({meta["id"] for meta in samples.values()}) == 40 and all("texts" not in m for m in samples.values())
     stage = {s["stage"]: s for s in stats["stages"]}["alignment"]
     assert (stage["in"], stage["created"], stage["out"]) == (20, 20, 40)
+
+
+def test_an_image_that_does_not_decode_is_left_out_and_counted(tmp_path):
+    pairs = draw_pairs(tmp_path / "shapes", 40)
+    (tmp_path / "shapes" / "images" / "3.png").write_bytes((tmp_path / "shapes" / "images" / "3.png").read_bytes()[:60])
+    metrics = train_alignment(pairs, str(tmp_path / "model"), SMALL, replace(SETTINGS, epochs=1), log=lambda _: None)
+    assert metrics["dropped"] == {"image-unreadable": 1}
+    assert metrics["train_images"] + metrics["held_out"]["images"] == 39

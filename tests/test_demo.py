@@ -22,6 +22,9 @@ def test_demo_runs_every_part(tmp_path, capsys):
     for folder in ("shards", "cogview_shards"):
         assert main(["shards", "verify", str(out / folder)]) == 0
     assert (out / "vq" / "vq.pt").is_file()
+    assert (out / "alignment" / "model" / "model.pt").is_file() and "alignment: " in printed
+    image_stages = {s["stage"]: s for s in json.loads((out / "image_text" / "stats.json").read_text())["stages"]}
+    assert image_stages["alignment"]["in"] == image_stages["alignment"]["out"] > 0       # every kept pair scored
     for kind in ("glm", "cogview"):
         metrics = [json.loads(line) for line in (out / f"train_{kind}" / "metrics.jsonl").read_text().splitlines()]
         vals = [m["val_loss"] for m in metrics if "val_loss" in m]

@@ -287,6 +287,25 @@ def test_dialogue_and_image_text_shapes(tmp_path):
     assert "no scores" in sections["scores"]["empty"]
 
 
+def test_image_text_alignment_section(tmp_path):
+    counts = {"read|in": 3, "read|out": 3, "write|in": 3, "write|out": 3,
+              "caption_length|in": 3, "caption_length|out": 3, "caption_length|hist|caption_kind|alt": 2,
+              "caption_length|hist|caption_kind|description": 1, "alignment|in": 3, "alignment|out": 3,
+              "alignment|hist|alignment_score|-0.1-0.0": 1, "alignment|hist|alignment_score|0.3-0.4": 2,
+              "alignment|count|tier:strong/alt": 2, "alignment|count|tier:weak/description": 1}
+    page = Path(write_report(write_run(tmp_path / "img", counts, ["read", "caption_length", "alignment", "write"]))
+                ).read_text("utf-8")
+    section = parse_report(page)["alignment"]
+    assert section["rows"] == [["-0.1-0.0", 1], ["0.0-0.1", 0], ["0.1-0.2", 0], ["0.2-0.3", 0], ["0.3-0.4", 2]]
+    assert len(section["imgs"]) == 1
+    assert "strong/alt 2, weak/description 1" in page and "alt 2, description 1" in page
+    bare_counts = {"read|in": 1, "read|out": 1, "caption_length|in": 1, "caption_length|out": 1, "write|in": 1,
+                   "write|out": 1}
+    bare = parse_report(Path(write_report(write_run(tmp_path / "bare", bare_counts,
+                                                    ["read", "caption_length", "write"]))).read_text("utf-8"))
+    assert "No alignment stage" in bare["alignment"]["empty"]
+
+
 def test_rejects_with_chains_and_bad_lines(tmp_path):
     rows = [{"stage": "phash", "reason": f"phash-duplicate-of:K{i % 2}"} for i in range(5)]  # K0: 3, K1: 2
     rows += [{"stage": "exact_dedup", "reason": "exact-duplicate-of:A"}, {"stage": "read", "reason": "request"}]

@@ -1,8 +1,9 @@
 """Train the small alignment model (`cleaners.image.alignment.DualEncoder`) on image-caption pairs, and measure it.
 
 Input: a JSONL file, one image per line: {"image": "relative/path.jpg", "captions": ["...", ...]} (also
-"caption": "..." or "text": "..."); image paths are read only from under the JSONL's folder. Pairs are split by
-image into train and held-out sets by a hash of the image path (deterministic, the same at every rerun).
+"caption": "..." or "text": "..."); image paths are read only from under the JSONL's folder, and an image that does
+not decode is left out (counted as `image-unreadable`). Pairs are split by image into train and held-out sets by a
+hash of the image file name (deterministic, the same at every rerun).
 
 Steps: a bilingual SentencePiece tokenizer on the training captions (`tokenizer.text.train_sentencepiece`: the
 project's tokenizer format, stored beside the model), images preprocessed once as CLIP does at the model's
@@ -109,19 +110,27 @@ def recall_at(image_emb: torch.Tensor, text_emb: torch.Tensor, text_owner: torch
     return result
 
 
-def _image_tensor(pairs: list[Pair], size: int) -> torch.Tensor:
-    images = []
+def load_images(pairs: list[Pair], size: int) -> tuple[torch.Tensor | None, list[Pair], int]:
+    """The pairs' images prepared for the model, the pairs whose image decoded, and how many did not (a
+    truncated or corrupt file is left out, not fatal)."""
+    images, kept = [], []
     for pair in pairs:
-        with Image.open(pair.image) as image:
-            images.append(preprocess(image, size))
-    return torch.stack(images)
+        try:
+            with Image.open(pair.image) as image:
+                images.append(preprocess(image, size))
+            kept.append(pair)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return (torch.stack(images) if images else None), kept, len(pairs) - len(kept)
 
 
 @torch.no_grad()
 def evaluate(model: DualEncoder, tokenizer: TextTokenizer, pairs: list[Pair]) -> dict[str, float]:
     """Held-out recall of `model` on `pairs` (every caption of every image)."""
     model.eval()
-    images = _image_tensor(pairs, model.config.image_size)
+    images, pairs, _ = load_images(pairs, model.config.image_size)
+    if images is None:
+        raise ValueError("no held-out image could be decoded")
     captions = [c for pair in pairs for c in pair.captions]
     owner = torch.tensor([i for i, pair in enumerate(pairs) for _ in pair.captions])
     ids, lengths = encode_captions(tokenizer, captions, model.config.context_length)
@@ -132,8 +141,11 @@ def evaluate(model: DualEncoder, tokenizer: TextTokenizer, pairs: list[Pair]) ->
 def train_alignment(pairs_path: str, output_dir: str, config: AlignmentConfig | None = None,
                     settings: TrainSettings | None = None, log=print) -> dict:
     """Train, evaluate on the held-out images, write the model folder; returns the metrics written."""
-    settings = settings or TrainSettings()
+    settings, config = settings or TrainSettings(), config or AlignmentConfig()
     pairs, dropped = read_pairs(pairs_path)
+    images, pairs, unreadable = load_images(pairs, config.image_size)
+    if unreadable:
+        dropped["image-unreadable"] = unreadable
     train, test = split_pairs(pairs, settings.held_out)
     if len(train) < 2 or not test:
         raise ValueError(f"{pairs_path}: {len(train)} training and {len(test)} held-out images; need more pairs")
@@ -146,12 +158,13 @@ def train_alignment(pairs_path: str, output_dir: str, config: AlignmentConfig | 
     finally:
         os.unlink(f.name)
     tokenizer = TextTokenizer.load(output_dir)
-    config = AlignmentConfig(**{**asdict(config or AlignmentConfig()), "vocab_size": vocab.text_vocab_size})
+    config = AlignmentConfig(**{**asdict(config), "vocab_size": vocab.text_vocab_size})
+    held_out = {pair.image for pair in test}
+    images = images[[i for i, pair in enumerate(pairs) if pair.image not in held_out]]   # the train pairs' images
 
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     model = DualEncoder(config)
-    images = _image_tensor(train, config.image_size)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
