@@ -75,7 +75,7 @@ def test_bad_files_are_refused_with_their_reason(tmp_path):
     with pytest.raises(CheckpointError, match="shape mismatches.*visual.proj"):
         load_openclip(str(tmp_path / "shape.pt"))
     torch.save({k: v for k, v in state.items() if k != "ln_final.weight"}, tmp_path / "missing.pt")
-    with pytest.raises(CheckpointError, match="not an OpenCLIP ViT state dict"):
+    with pytest.raises(CheckpointError, match="not an OpenCLIP"):
         load_openclip(str(tmp_path / "missing.pt"))
     torch.save({k: v for k, v in state.items() if k != "visual.ln_pre.bias"}, tmp_path / "missing2.pt")
     with pytest.raises(CheckpointError, match="missing 1 keys.*visual.ln_pre.bias"):
@@ -212,4 +212,76 @@ def test_a_users_openclip_folder_scores_with_clip_bpe(tmp_path):
     (tmp_path / "short.txt").write_text("#version: 0.2\nh e\n", encoding="utf-8")
     (tmp_path / "openclip.json").write_text(json.dumps({"weights": "ViT-tiny.pt", "bpe": "short.txt"}))
     with pytest.raises(ValueError, match="515 ids.*518"):
+        AlignmentScore(model_path=str(tmp_path)).setup()
+
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "一", "只", "猫", "在", "草", "地", "上", "play", "##ing", "the", "!",
+         "cafe"]
+BERT = AlignmentConfig(embed_dim=32, image_size=32, patch_size=8, vision_width=64, vision_layers=1, vision_heads=1,
+                       vocab_size=len(VOCAB), context_length=16, text_width=128, text_layers=2, text_heads=2,
+                       text_tower="bert", text_mlp=256)
+
+
+def test_wordpiece_splits_cjk_punctuation_and_pieces(tmp_path):
+    from cleaners.image.bert_text import WordPiece
+
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    wp = WordPiece(str(tmp_path / "vocab.txt"))
+    assert len(wp) == 16 and (wp.cls_id, wp.sep_id, wp.unk_id) == (2, 3, 1)
+    assert wp.encode("一只猫在草地上 Playing\x07 THE café!") == [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 14]
+    assert wp.encode("dog 狗") == [1, 1]                              # no pieces for them: [UNK] each
+    assert wp.encode_captions(["一只猫在草地上"], 5) == [[2, 4, 5, 6, 3]]
+    (tmp_path / "bad.txt").write_text("a\nb\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="BERT vocab"):
+        WordPiece(str(tmp_path / "bad.txt"))
+
+
+def test_a_chinese_clip_state_dict_loads_and_reads_cls_over_unpadded_tokens(tmp_path):
+    from cleaners.image.alignment import load_chinese_clip
+
+    model = _model(BERT)
+    names = set(model.state_dict())
+    assert {"bert.embeddings.word_embeddings.weight", "bert.encoder.layer.1.attention.self.query.weight",
+            "bert.encoder.layer.0.attention.output.LayerNorm.bias", "bert.encoder.layer.1.intermediate.dense.weight",
+            "bert.encoder.layer.1.output.LayerNorm.weight", "text_projection", "visual.proj"} <= names
+    assert not any(k.startswith(("token_embedding", "ln_final", "transformer.")) for k in names)
+    state = {"module." + k: v.half() for k, v in model.state_dict().items()}            # Chinese-CLIP saves fp16
+    state["module.bert.pooler.dense.weight"] = torch.zeros(128, 128)
+    state["module.bert.embeddings.position_ids"] = torch.arange(16)[None]
+    torch.save({"epoch": 3, "state_dict": state}, tmp_path / "cn_clip.pt")
+    loaded = load_chinese_clip(str(tmp_path / "cn_clip.pt"))
+    assert loaded.config == BERT
+    images, ids, lengths = _batch(BERT)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images, ids, lengths)[1], model.half().float()(images, ids, lengths)[1])
+        base = loaded.encode_text(torch.tensor([[2, 4, 5, 6, 3, 0, 0]]), torch.tensor([5]))
+        padded = loaded.encode_text(torch.tensor([[2, 4, 5, 6, 3, 9, 9]]), torch.tensor([5]))
+        later = loaded.encode_text(torch.tensor([[2, 4, 5, 7, 3, 0, 0]]), torch.tensor([5]))
+    torch.testing.assert_close(padded, base)           # what lies past the length is masked out
+    assert not torch.allclose(later, base)              # [CLS] sees the whole caption (no causal mask)
+
+
+def test_a_chinese_clip_folder_scores_with_wordpiece_and_uncropped_images(tmp_path):
+    import io
+    import json
+
+    from cleaners.image.alignment import pad_ids
+    from cleaners.image.bert_text import WordPiece
+    from cleaners.image.scoring import AlignmentScore
+
+    model = _model(replace(BERT, quick_gelu=True))
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "clip_cn.pt")
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    (tmp_path / "openclip.json").write_text(json.dumps({"weights": "clip_cn.pt", "vocab": "vocab.txt",
+                                                        "quick_gelu": True}))
+    records = [{"jpg": _jpeg((30, 160, 30)), "caption": "一只猫在草地上"}]
+    AlignmentScore(model_path=str(tmp_path)).score_batch(records)
+    ids, lengths = pad_ids(WordPiece(str(tmp_path / "vocab.txt")).encode_captions(["一只猫在草地上"], 16), 16)
+    pixels = preprocess(Image.open(io.BytesIO(records[0]["jpg"])), 32, crop=False)[None]
+    with torch.no_grad():
+        image_emb, text_emb = model(pixels, ids, lengths)
+    assert records[0]["alignment_score"] == round(float((image_emb * text_emb).sum()), 4)
+    (tmp_path / "merges.txt").write_text(MERGES, encoding="utf-8")
+    (tmp_path / "openclip.json").write_text(json.dumps({"weights": "clip_cn.pt", "bpe": "merges.txt"}))
+    with pytest.raises(ValueError, match="ids"):                       # 518 BPE ids against a 16-piece BERT
         AlignmentScore(model_path=str(tmp_path)).setup()

@@ -38,6 +38,8 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HEAD_WIDTH = 64
 #: keys OpenAI's released checkpoints carry besides the weights (OpenAI `build_model` drops them too)
 _OPENAI_EXTRAS = ("input_resolution", "context_length", "vocab_size")
+#: BERT keys a Chinese-CLIP checkpoint may carry that the scorer does not use (the pooler, HF's position ids buffer)
+_UNUSED_BERT = ("bert.pooler.", "bert.embeddings.position_ids")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class AlignmentConfig:
     text_heads: int = 2
     mlp_ratio: float = 4.0
     quick_gelu: bool = False   # OpenAI's own weights use x * sigmoid(1.702 x); OpenCLIP's models nn.GELU
+    text_tower: str = "clip"   # "bert": Chinese-CLIP's BERT text encoder (cleaners.image.bert_text)
+    text_mlp: int = 0          # the BERT tower's intermediate width (0: text_width * mlp_ratio)
 
     def __post_init__(self) -> None:
         problems = []
@@ -67,6 +71,8 @@ class AlignmentConfig:
                                    (self.text_width, self.text_heads, "text")):
             if heads <= 0 or width % heads:
                 problems.append(f"{name}_width {width} does not split into {heads} heads")
+        if self.text_tower not in ("clip", "bert"):
+            problems.append(f"text_tower must be 'clip' or 'bert', not {self.text_tower!r}")
         if min(self.embed_dim, self.vision_layers, self.text_layers, self.vocab_size, self.context_length) <= 0:
             problems.append("sizes must be positive")
         if problems:
@@ -142,19 +148,26 @@ class VisionTransformer(nn.Module):
 
 class DualEncoder(nn.Module):
     """CLIP in OpenCLIP's layout. `encode_image` takes preprocessed images [B, 3, S, S]; `encode_text` token ids
-    [B, T] (T <= context_length) and each text's length: the embedding is read at its last token (CLIP's EOT)."""
+    [B, T] (T <= context_length) and each text's length: the embedding is read at its last token (CLIP's EOT), or
+    at `[CLS]` with Chinese-CLIP's BERT tower (`text_tower="bert"`)."""
 
     def __init__(self, config: AlignmentConfig | None = None):
         super().__init__()
         c = self.config = config or AlignmentConfig()
         self.visual = VisionTransformer(c)
-        self.token_embedding = nn.Embedding(c.vocab_size, c.text_width)
-        self.positional_embedding = nn.Parameter(0.01 * torch.randn(c.context_length, c.text_width))
-        self.transformer = Transformer(c.text_width, c.text_layers, c.text_heads, c.mlp_ratio, c.quick_gelu)
-        self.ln_final = nn.LayerNorm(c.text_width)
+        if c.text_tower == "bert":
+            from cleaners.image.bert_text import BertTextTower
+
+            self.bert = BertTextTower(c.vocab_size, c.context_length, c.text_width, c.text_layers, c.text_heads,
+                                      c.text_mlp or int(c.text_width * c.mlp_ratio))
+        else:
+            self.token_embedding = nn.Embedding(c.vocab_size, c.text_width)
+            self.positional_embedding = nn.Parameter(0.01 * torch.randn(c.context_length, c.text_width))
+            self.transformer = Transformer(c.text_width, c.text_layers, c.text_heads, c.mlp_ratio, c.quick_gelu)
+            self.ln_final = nn.LayerNorm(c.text_width)
+            nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.text_projection = nn.Parameter(c.text_width ** -0.5 * torch.randn(c.text_width, c.embed_dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))   # CLIP's initial temperature
-        nn.init.normal_(self.token_embedding.weight, std=0.02)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -170,6 +183,8 @@ class DualEncoder(nn.Module):
             raise ValueError("lengths must give each text's token count, 1..T")
         if bool((ids < 0).any()) or bool((ids >= c.vocab_size).any()):
             raise ValueError(f"token ids outside 0..{c.vocab_size - 1}")
+        if c.text_tower == "bert":
+            return self.bert(ids, lengths) @ self.text_projection     # Chinese-CLIP reads [CLS]
         t = ids.shape[1]
         x = self.token_embedding(ids) + self.positional_embedding[:t]
         causal = torch.full((t, t), float("-inf"), device=ids.device).triu(1)
@@ -208,46 +223,63 @@ def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scal
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
+def _layers(state: dict[str, torch.Tensor], pattern: str) -> int:
+    found = re.compile(pattern)
+    return len({m.group(1) for key in state for m in [found.match(key)] if m})
+
+
 def openclip_config(state: dict[str, torch.Tensor], quick_gelu: bool = False) -> AlignmentConfig:
-    """The config of an OpenCLIP / OpenAI CLIP ViT state dict, read off its shapes."""
-    needed = ("visual.conv1.weight", "visual.positional_embedding", "token_embedding.weight", "positional_embedding",
-              "ln_final.weight", "text_projection", "visual.transformer.resblocks.0.mlp.c_fc.weight")
+    """The config of an OpenCLIP / OpenAI CLIP ViT state dict, or of a Chinese-CLIP one (a `bert.*` text tower),
+    read off its shapes."""
+    bert = "bert.embeddings.word_embeddings.weight" in state
+    text_keys = (("bert.embeddings.position_embeddings.weight", "bert.encoder.layer.0.intermediate.dense.weight")
+                 if bert else ("token_embedding.weight", "positional_embedding", "ln_final.weight"))
+    needed = ("visual.conv1.weight", "visual.positional_embedding", "text_projection",
+              "visual.transformer.resblocks.0.mlp.c_fc.weight", *text_keys)
     absent = [key for key in needed if key not in state]
     if absent:
-        raise CheckpointError(f"not an OpenCLIP ViT state dict: no {absent[:3]} (ResNet and HF-text towers, "
-                              "e.g. Chinese-CLIP's BERT, are not this layout)")
-
-    def layers(prefix: str) -> int:
-        pattern = re.compile(re.escape(prefix) + r"\.resblocks\.(\d+)\.")
-        return len({m.group(1) for key in state for m in [pattern.match(key)] if m})
-
+        raise CheckpointError(f"not an OpenCLIP / Chinese-CLIP ViT state dict: no {absent[:3]} (ResNet image "
+                              "towers are not this layout)")
     conv = state["visual.conv1.weight"]
     vision_width, patch = conv.shape[0], conv.shape[-1]
     grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-    text_width = state["ln_final.weight"].shape[0]
+    mlp_ratio = state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / vision_width
+    if bert:
+        words = state["bert.embeddings.word_embeddings.weight"]
+        text = dict(vocab_size=words.shape[0], text_width=words.shape[1], text_tower="bert",
+                    context_length=state["bert.embeddings.position_embeddings.weight"].shape[0],
+                    text_layers=_layers(state, r"bert\.encoder\.layer\.(\d+)\."),
+                    text_mlp=state["bert.encoder.layer.0.intermediate.dense.weight"].shape[0])
+    else:
+        text = dict(vocab_size=state["token_embedding.weight"].shape[0], text_width=state["ln_final.weight"].shape[0],
+                    context_length=state["positional_embedding"].shape[0],
+                    text_layers=_layers(state, r"transformer\.resblocks\.(\d+)\."))
     try:
         return AlignmentConfig(
             embed_dim=state["text_projection"].shape[1], image_size=grid * patch, patch_size=patch,
-            vision_width=vision_width, vision_layers=layers("visual.transformer"),
-            vision_heads=max(1, vision_width // HEAD_WIDTH),
-            vocab_size=state["token_embedding.weight"].shape[0], context_length=state["positional_embedding"].shape[0],
-            text_width=text_width, text_layers=layers("transformer"), text_heads=max(1, text_width // HEAD_WIDTH),
-            mlp_ratio=state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / vision_width,
-            quick_gelu=quick_gelu)
+            vision_width=vision_width, vision_layers=_layers(state, r"visual\.transformer\.resblocks\.(\d+)\."),
+            vision_heads=max(1, vision_width // HEAD_WIDTH), text_heads=max(1, text["text_width"] // HEAD_WIDTH),
+            mlp_ratio=mlp_ratio, quick_gelu=quick_gelu, **text)
     except ValueError as exc:
-        raise CheckpointError(f"OpenCLIP state dict gives an impossible config: {exc}") from None
+        raise CheckpointError(f"state dict gives an impossible config: {exc}") from None
 
 
-def load_openclip(path: str, *, quick_gelu: bool = False, map_location: str | torch.device = "cpu") -> DualEncoder:
-    """A user's OpenCLIP (or OpenAI CLIP) ViT checkpoint: a plain state dict, or one under "state_dict"; a
-    "module." prefix (DDP) is stripped. `quick_gelu=True` for OpenAI's own weights (OpenCLIP's `-quickgelu`
-    models). Its text side expects the ids of the tokenizer it was trained with (CLIP's BPE)."""
+def _state_dict_of(path: str, map_location: str | torch.device) -> dict[str, torch.Tensor]:
+    """A plain state dict or one under "state_dict", with DDP's "module." prefix and non-weights dropped."""
     payload = load_weights(path, map_location)
     state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: no state dict of tensors found")
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()
-             if k not in _OPENAI_EXTRAS}
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return {k: v for k, v in state.items() if k not in _OPENAI_EXTRAS and not k.startswith(_UNUSED_BERT)}
+
+
+def load_openclip(path: str, *, quick_gelu: bool = False, map_location: str | torch.device = "cpu") -> DualEncoder:
+    """A user's OpenCLIP (or OpenAI CLIP) ViT checkpoint, or a Chinese-CLIP ViT one (its `bert.*` text tower is
+    recognised: `load_chinese_clip` is this function): a plain state dict, or one under "state_dict"; a "module."
+    prefix (DDP) is stripped. `quick_gelu=True` for OpenAI's own weights (OpenCLIP's `-quickgelu` models). Its text
+    side expects the ids of the tokenizer it was trained with (CLIP's BPE; Chinese-CLIP's WordPiece)."""
+    state = _state_dict_of(path, map_location)
     try:
         config = openclip_config(state, quick_gelu)
     except CheckpointError as exc:
@@ -257,14 +289,20 @@ def load_openclip(path: str, *, quick_gelu: bool = False, map_location: str | to
     return model.eval()
 
 
-def preprocess(image: Image.Image, size: int) -> torch.Tensor:
+load_chinese_clip = load_openclip
+
+
+def preprocess(image: Image.Image, size: int, crop: bool = True) -> torch.Tensor:
     """CLIP's image transform: RGB, shortest side to `size` (bicubic), centre crop, normalised. [3, size, size].
-    Transparent pixels are laid on white first (a bare RGB conversion would show whatever colour they hold)."""
+    `crop=False` is Chinese-CLIP's: the whole image resized to the square. Transparent pixels are laid on white
+    first (a bare RGB conversion would show whatever colour they hold)."""
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         image = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image.alpha_composite(rgba)
     image = image.convert("RGB")
+    if not crop:
+        image = image.resize((size, size), Image.BICUBIC)
     width, height = image.size
     scale = size / min(width, height)
     resized = image.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC)

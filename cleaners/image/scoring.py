@@ -41,6 +41,7 @@ REASON_PERCENTILE = "alignment-below-percentile"
 REASON_UNREADABLE = "alignment-image-unreadable"
 MODEL_FILE = "model.pt"
 OPENCLIP_MANIFEST = "openclip.json"
+CHINESE_CLIP_CONTEXT = 52   # Chinese-CLIP's tokenize() default, which all its released models use
 
 
 @register("alignment")
@@ -77,7 +78,9 @@ class AlignmentScore(Step):
     def setup(self) -> None:
         """Load the model folder: ours (`model.pt` + SentencePiece tokenizer) or, when it holds `openclip.json`
         (`{"weights": "ViT-B-32.pt", "bpe": "bpe_simple_vocab_16e6.txt.gz", "quick_gelu": false}`, paths
-        relative to the folder), a user's OpenCLIP / OpenAI CLIP ViT weights with CLIP's BPE tokenizer."""
+        relative to the folder), a user's OpenCLIP / OpenAI CLIP ViT weights with CLIP's BPE tokenizer, or with
+        `"vocab": "vocab.txt"` instead of `"bpe"`, Chinese-CLIP ViT weights with their WordPiece vocabulary (52
+        tokens, images resized to the square uncropped, as Chinese-CLIP prepares them)."""
         if self._model is not None:
             return
         import torch
@@ -96,10 +99,13 @@ class AlignmentScore(Step):
     def _encode(self, texts: list[str]) -> Any:
         from cleaners.image.alignment import pad_ids
         from cleaners.image.alignment_train import encode_captions
+        from cleaners.image.bert_text import WordPiece
         from cleaners.image.clip_bpe import ClipBPE
 
         context = self._model.config.context_length
-        if isinstance(self._tokenizer, ClipBPE):
+        if isinstance(self._tokenizer, WordPiece):
+            context = min(context, CHINESE_CLIP_CONTEXT)
+        if isinstance(self._tokenizer, (ClipBPE, WordPiece)):
             return pad_ids(self._tokenizer.encode_captions(texts, context), context)
         return encode_captions(self._tokenizer, texts, context)
 
@@ -117,7 +123,7 @@ class AlignmentScore(Step):
         for record in records:
             try:
                 with Image.open(io.BytesIO(record["jpg"])) as image:
-                    pixels.append(preprocess(image, size))
+                    pixels.append(preprocess(image, size, crop=self._model.config.text_tower != "bert"))
                 readable.append(record)
             except Exception:  # noqa: BLE001 - counted as a drop by apply
                 record[SCORE_FIELD] = None
@@ -190,24 +196,30 @@ def _load_openclip_folder(folder: str, manifest: str) -> tuple[Any, Any]:
     import json
 
     from cleaners.image.alignment import load_openclip
+    from cleaners.image.bert_text import WordPiece
     from cleaners.image.clip_bpe import ClipBPE
 
     with open(manifest, encoding="utf-8") as f:
         spec = json.load(f)
-    if not isinstance(spec, dict) or not isinstance(spec.get("weights"), str) or not isinstance(spec.get("bpe"), str):
-        raise ValueError(f"{manifest}: needs \"weights\" and \"bpe\" file names")
+    tokenizer = "vocab" if isinstance(spec, dict) and "vocab" in spec else "bpe"
+    if not isinstance(spec, dict) or not isinstance(spec.get("weights"), str) or not isinstance(spec.get(tokenizer),
+                                                                                                 str):
+        raise ValueError(f"{manifest}: needs \"weights\" and \"bpe\" (CLIP) or \"vocab\" (Chinese-CLIP) file names")
     paths = {}
-    for name in ("weights", "bpe"):
+    for name in ("weights", tokenizer):
         path = os.path.realpath(os.path.join(folder, spec[name]))
         if not path.startswith(os.path.realpath(folder) + os.sep):
             raise ValueError(f"{manifest}: {name} {spec[name]!r} leads outside the model folder")
         paths[name] = path
     model = load_openclip(paths["weights"], quick_gelu=bool(spec.get("quick_gelu", False)))
-    bpe = ClipBPE(paths["bpe"])
-    if len(bpe) != model.config.vocab_size:
-        raise ValueError(f"{manifest}: the BPE file gives {len(bpe)} ids, the weights' token embedding "
+    text = WordPiece(paths["vocab"]) if tokenizer == "vocab" else ClipBPE(paths["bpe"])
+    if len(text) != model.config.vocab_size:
+        raise ValueError(f"{manifest}: the {tokenizer} file gives {len(text)} ids, the weights' token embedding "
                          f"{model.config.vocab_size}")
-    return model, bpe
+    if (tokenizer == "vocab") != (model.config.text_tower == "bert"):
+        raise ValueError(f"{manifest}: {tokenizer!r} does not go with these weights' text tower "
+                         f"({'BERT: give vocab' if model.config.text_tower == 'bert' else 'CLIP: give bpe'})")
+    return model, text
 
 
 def _with_caption(record: dict[str, Any], text: dict[str, Any]) -> dict[str, Any]:
