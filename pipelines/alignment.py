@@ -34,25 +34,6 @@ class ScoreBatches(RunSteps):
             yield from super().process(record)
 
 
-class _BinCounts(beam.CombineFn):
-    def create_accumulator(self) -> dict[int, int]:
-        return {}
-
-    def add_input(self, acc: dict[int, int], index: int) -> dict[int, int]:
-        acc[index] = acc.get(index, 0) + 1
-        return acc
-
-    def merge_accumulators(self, accs: Iterable[dict[int, int]]) -> dict[int, int]:
-        merged: dict[int, int] = {}
-        for acc in accs:
-            for index, n in acc.items():
-                merged[index] = merged.get(index, 0) + n
-        return merged
-
-    def extract_output(self, acc: dict[int, int]) -> dict[int, int]:
-        return acc
-
-
 def _keep_above(record: dict[str, Any], threshold: float) -> Iterable[Any]:
     if record[SCORE_FIELD] < threshold:
         yield from ledger.dropped(record, PERCENTILE_STAGE, REASON_PERCENTILE)
@@ -77,22 +58,22 @@ class ScoreAlignment(beam.PTransform):
             return scored
         percentile = self.step.min_percentile
         threshold = (scored.records
-                     | "ScoreBins" >> beam.Map(lambda r: score_bin(r[SCORE_FIELD], PERCENTILE_BINS))
-                     | "BinCounts" >> beam.CombineGlobally(_BinCounts())
-                     | "Threshold" >> beam.Map(percentile_threshold, percentile, PERCENTILE_BINS))
+                     | "ScoreBins" >> beam.Map(lambda r: {str(score_bin(r[SCORE_FIELD], PERCENTILE_BINS)): 1})
+                     | "BinCounts" >> beam.CombineGlobally(ledger.SumCounts())
+                     | "Threshold" >> beam.Map(lambda bins: percentile_threshold(
+                         {int(i): n for i, n in bins.items()}, percentile, PERCENTILE_BINS)))
         floor = (scored.records
                  | "PercentileFloor" >> beam.FlatMap(_keep_above, beam.pvalue.AsSingleton(threshold))
                  .with_outputs(ledger.REJECTS, ledger.COUNTS, main="records"))
-        return _Merged(scored, floor, records.pipeline)
+        return _Merged(scored, floor)
 
 
 class _Merged:
     """The outputs of both stages under the names `build_image_text_pipeline` reads."""
 
-    def __init__(self, scored: Any, floor: Any, pipeline: beam.Pipeline):
+    def __init__(self, scored: Any, floor: Any):
         self.records = floor.records
         self._tagged = {tag: (scored[tag], floor[tag]) for tag in (ledger.REJECTS, ledger.COUNTS)}
-        self._pipeline = pipeline
 
     def __getitem__(self, tag: str) -> beam.PCollection:
         first, second = self._tagged[tag]

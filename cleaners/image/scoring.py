@@ -172,7 +172,6 @@ class AlignmentScore(Step):
         results = [self._finish(item, {}) for item in records]
         kept = [r for r in results if not isinstance(r.result, str)]
         counts: dict[str, int] = {}
-        hists: dict[str, str] = {}
         for r in kept:
             for name, n in r.counts.items():
                 counts[name] = counts.get(name, 0) + n
