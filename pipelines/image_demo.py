@@ -77,6 +77,7 @@ def run_image_demo(output: str, tokenizer_dir: str, beam_args: list[str], vq_ste
     image_out = os.path.join(output, "image_text")
     alignment = train_demo_alignment(os.path.join(sample, "shapes-000.tar"), os.path.join(output, "alignment"))
     recipe = os.path.join(output, "image_text_inputs", "recipe.yaml")
+    os.makedirs(os.path.dirname(recipe), exist_ok=True)
     with open(recipe, "w", encoding="utf-8") as f:
         json.dump({"alignment": {"model_path": alignment["model"]}}, f)    # JSON is YAML
     with serve_folder(os.path.join(sample, "served")) as base_url:
