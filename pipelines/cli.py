@@ -289,6 +289,23 @@ def _cmd_sample(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from tokenizer.vq import CheckpointError
+    from train.decoding import Decoding
+    from train.glm_generate import generate
+
+    try:
+        decoding = Decoding(args.strategy, temperature=args.temperature, top_k=args.top_k or None,
+                            top_p=args.top_p, num_beams=args.num_beams, length_penalty=args.length_penalty,
+                            max_new_tokens=args.max_new_tokens)
+        result = generate(args.checkpoint, args.tokenizer, args.text, decoding, seed=args.seed, device=args.device)
+    except (CheckpointError, ValueError) as exc:  # refused checkpoint, wrong kind, bad options: one clear line
+        print(f"wudao generate: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
 def _cmd_shards(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.action == "verify":
         from shards.manifest import main_verify
@@ -443,6 +460,21 @@ def build_parser() -> argparse.ArgumentParser:
     samplep.add_argument("--seed", type=int, default=0)
     samplep.add_argument("--device", default="cpu")
     samplep.set_defaults(func=_cmd_sample)
+
+    genp = sub.add_parser("generate", help="fill [MASK] / [sMASK] / [gMASK] blanks with a trained GLM checkpoint")
+    genp.add_argument("--checkpoint", required=True, help="ckpt.pt of a `wudao train --model glm` run")
+    genp.add_argument("--tokenizer", required=True, help="tokenizer folder (or the shard folder, which has a copy)")
+    genp.add_argument("--text", required=True, help="text with blanks; without one, [gMASK] is appended (continue)")
+    genp.add_argument("--strategy", choices=["greedy", "sample", "beam"], default="greedy")
+    genp.add_argument("--max-new-tokens", type=int, default=64, help="per blank")
+    genp.add_argument("--temperature", type=float, default=1.0, help="sample")
+    genp.add_argument("--top-k", type=int, default=0, help="sample: keep the k likeliest tokens (0 = no cut)")
+    genp.add_argument("--top-p", type=float, help="sample: nucleus, the smallest set with probability >= p")
+    genp.add_argument("--num-beams", type=int, default=4, help="beam")
+    genp.add_argument("--length-penalty", type=float, default=1.0, help="beam: score = logprob / length ** this")
+    genp.add_argument("--seed", type=int, default=0)
+    genp.add_argument("--device", default="cpu")
+    genp.set_defaults(func=_cmd_generate)
 
     quality = sub.add_parser("quality", help="fastText quality classifier")
     quality_sub = quality.add_subparsers(dest="quality_command", required=True)

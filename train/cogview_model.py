@@ -37,14 +37,16 @@ class CogViewModel(nn.Module):
         self.ln_f = PBRelaxLayerNorm(cfg.d_model, cfg.ln_eps, relax=relax)
         init_weights(self, cfg.n_layers)
 
-    def logits(self, ids: torch.Tensor):
+    def logits(self, ids: torch.Tensor, cache=None):
+        """(logits [B, L, V], auxes) of `ids`; with a ``KVCache``, `ids` are the positions after the cached ones."""
         B, L = ids.shape
-        if L > self.cfg.seq_len:
-            raise ValueError(f"sequence of {L} tokens is longer than seq_len {self.cfg.seq_len}")
-        x = self.drop(self.tok(ids) + self.pos(torch.arange(L, device=ids.device)))
+        past = 0 if cache is None else cache.length
+        if past + L > self.cfg.seq_len:
+            raise ValueError(f"sequence of {past + L} tokens is longer than seq_len {self.cfg.seq_len}")
+        x = self.drop(self.tok(ids) + self.pos(torch.arange(past, past + L, device=ids.device)))
         auxes = []
-        for block in self.blocks:
-            x, aux = block(x, causal=True)
+        for i, block in enumerate(self.blocks):
+            x, aux = block(x, causal=True, kv=None if cache is None else cache.layers[i])
             auxes.append(aux)
         return F.linear(self.ln_f(x), self.tok.weight), auxes
 

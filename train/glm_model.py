@@ -6,6 +6,10 @@ ids[:, 1] the position inside the span (0 in Part A, 1.. in Part B); two learned
 embedding. Attention: Part A tokens see all of Part A and nothing of Part B; Part B token i sees Part A and
 Part B tokens up to i (`glm_attention_mask`). Pre-LN blocks (Sandwich-LN / PB-relax only if the config asks),
 final LayerNorm, output head tied to the token embedding.
+
+With a ``KVCache`` (``train/layers.py``) a call feeds only new positions after the ``past`` cached ones: key j is
+visible to new query i where ``j < past + sep`` or ``j <= past + i``. Generation feeds Part A with
+``sep = len(Part A)`` (bidirectional), then Part B tokens with ``sep = 0`` (each sees all earlier positions).
 """
 from __future__ import annotations
 
@@ -16,14 +20,15 @@ from torch import nn
 from train.layers import Block, PBRelaxLayerNorm, aux_total, block_mlp, init_weights
 
 
-def glm_attention_mask(sep: torch.Tensor, length: int) -> torch.Tensor:
-    """Boolean [B, L, L], True where query i may attend key j: ``j < sep[b] or j <= i``."""
-    j = torch.arange(length, device=sep.device)
-    return (j[None, None, :] < sep[:, None, None]) | (j[None, None, :] <= j[None, :, None])
+def glm_attention_mask(sep: torch.Tensor, length: int, past: int = 0) -> torch.Tensor:
+    """Boolean [B, L, past + L], True where new query i may attend key j: ``j < past + sep[b] or j <= past + i``."""
+    j = torch.arange(past + length, device=sep.device)
+    i = torch.arange(past, past + length, device=sep.device)
+    return (j[None, None, :] < past + sep[:, None, None]) | (j[None, None, :] <= i[None, :, None])
 
 
 class GLMModel(nn.Module):
-    """``forward(input_ids [B, L], position_ids [B, 2, L], sep [B], targets=None, loss_mask=None)`` ->
+    """``forward(input_ids [B, L], position_ids [B, 2, L], sep [B], targets=None, loss_mask=None, cache=None)`` ->
     dict(logits [B, L, V], loss, aux_loss, aux). ``targets`` uses -100 for ignored places; ``loss_mask``
     (0/1 per place), if given, also selects them. ``loss`` is the LM loss only; the loop adds
     ``cfg.moe_balance_weight * aux_loss`` (sum of the MoE blocks' balance losses; 0.0 if dense)."""
@@ -46,7 +51,7 @@ class GLMModel(nn.Module):
         self.ln_f = PBRelaxLayerNorm(cfg.d_model, cfg.ln_eps, relax=relax)
         init_weights(self, cfg.n_layers)
 
-    def forward(self, input_ids, position_ids, sep, targets=None, loss_mask=None) -> dict:
+    def forward(self, input_ids, position_ids, sep, targets=None, loss_mask=None, cache=None) -> dict:
         B, L = input_ids.shape
         if position_ids.shape != (B, 2, L) or sep.shape != (B,):
             raise ValueError(f"position_ids must be [B, 2, L] = {(B, 2, L)} and sep [B]; got "
@@ -55,10 +60,11 @@ class GLMModel(nn.Module):
             raise ValueError(f"sequence of {L} tokens is longer than seq_len {self.cfg.seq_len}")
         x = self.tok(input_ids) + self.pos(position_ids[:, 0]) + self.block_pos(position_ids[:, 1])
         x = self.drop(x)
-        mask = glm_attention_mask(sep, L)
+        past = 0 if cache is None else cache.length
+        mask = glm_attention_mask(sep, L, past)
         auxes = []
-        for block in self.blocks:
-            x, aux = block(x, mask)
+        for i, block in enumerate(self.blocks):
+            x, aux = block(x, mask, kv=None if cache is None else cache.layers[i])
             auxes.append(aux)
         logits = F.linear(self.ln_f(x), self.tok.weight)
         loss = None

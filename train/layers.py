@@ -14,6 +14,11 @@
 
 The MLP slot takes any module whose ``forward(x)`` returns ``y`` or ``(y, aux_dict)`` (``train/moe.py``'s
 ``MoEMLP``); ``Block.forward`` returns ``(x, aux_dict)``.
+
+``KVCache`` holds each layer's keys and values of earlier positions: decoding feeds only the new tokens
+(incremental decoding, as in GPT-2 and THUDM/GLM's ``mems``), and P-tuning v2 puts its trainable prompt keys and
+values there. A query at new position i (absolute ``past + i``) sees a key j where its mask allows; ``causal``
+means ``j <= past + i``.
 """
 from __future__ import annotations
 
@@ -48,9 +53,49 @@ def pb_relax_scores(q: torch.Tensor, k: torch.Tensor, alpha: float, mask: torch.
     return s * alpha
 
 
+class LayerKV:
+    """One layer's cached keys and values, [B, H, T, d] each (None while empty)."""
+
+    def __init__(self, k: torch.Tensor | None = None, v: torch.Tensor | None = None):
+        self.k, self.v = k, v
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append the new positions' k, v; returns the keys and values of all positions."""
+        if self.k is not None:
+            k, v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+        self.k, self.v = k, v
+        return k, v
+
+
+class KVCache:
+    """Per-layer keys and values of the positions fed so far; ``length`` positions, ``batch`` rows."""
+
+    def __init__(self, n_layers: int):
+        self.layers = [LayerKV() for _ in range(n_layers)]
+
+    @property
+    def length(self) -> int:
+        k = self.layers[0].k
+        return 0 if k is None else k.size(2)
+
+    @property
+    def batch(self) -> int:
+        k = self.layers[0].k
+        return 0 if k is None else k.size(0)
+
+    def select(self, rows: torch.Tensor) -> "KVCache":
+        """A cache of the given batch rows (beam search reorders beams this way; repeats allowed)."""
+        out = KVCache(len(self.layers))
+        for src, dst in zip(self.layers, out.layers):
+            if src.k is not None:
+                dst.k, dst.v = src.k.index_select(0, rows), src.v.index_select(0, rows)
+        return out
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention. ``forward(x [B, L, d], mask=None, causal=False)``; ``mask`` is boolean,
-    True where query i may attend key j, shaped [L, L], [B, L, L] or [B, H, L, L]; each row needs one True.
+    """Multi-head self-attention. ``forward(x [B, L, d], mask=None, causal=False, kv=None)``; ``mask`` is boolean,
+    True where query i may attend key j, shaped [L, Lk], [B, L, Lk] or [B, H, L, Lk] (Lk = cached + L positions);
+    each row needs one True. With ``kv`` (a ``LayerKV``) the new keys and values are appended to it first.
     Uses torch SDPA unless ``pb_relax`` (which needs the scores by hand)."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, pb_relax: bool = False, alpha: float = 32.0):
@@ -63,18 +108,22 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
+                kv: LayerKV | None = None) -> torch.Tensor:
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        if kv is not None:
+            k, v = kv.extend(k, v)
         if mask is not None:
             if mask.dtype != torch.bool:
                 raise ValueError("attention mask must be boolean (True = may attend)")
             if mask.dim() == 3:
                 mask = mask[:, None]
-            if causal:
-                mask = mask & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-        elif causal:
-            mask = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+        if causal:
+            past = k.size(2) - L
+            keys = torch.arange(k.size(2), device=x.device)
+            tri = keys[None, :] <= torch.arange(past, past + L, device=x.device)[:, None]
+            mask = tri if mask is None else mask & tri
         p = self.dropout if self.training else 0.0
         if self.pb_relax:
             att = torch.softmax(pb_relax_scores(q, k, self.alpha, mask), dim=-1)
@@ -96,7 +145,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN transformer block, optionally Sandwich-LN and PB-relax; ``forward(x, mask, causal) -> (x, aux)``."""
+    """Pre-LN transformer block, optionally Sandwich-LN and PB-relax; ``forward(x, mask, causal, kv) -> (x, aux)``."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, sandwich_ln: bool = False,
                  pb_relax: bool = False, mlp: nn.Module | None = None, alpha: float = 32.0, ln_eps: float = 1e-5):
@@ -109,8 +158,9 @@ class Block(nn.Module):
         self.ln_mlp_out = nn.LayerNorm(d_model, eps=ln_eps) if sandwich_ln else nn.Identity()
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False):
-        x = x + self.drop(self.ln_attn_out(self.attn(self.ln_attn_in(x), mask, causal)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
+                kv: LayerKV | None = None):
+        x = x + self.drop(self.ln_attn_out(self.attn(self.ln_attn_in(x), mask, causal, kv)))
         out = self.mlp(self.ln_mlp_in(x))
         y, aux = out if isinstance(out, tuple) else (out, {})
         return x + self.ln_mlp_out(y), aux
