@@ -292,13 +292,24 @@ def _cmd_sample(args: argparse.Namespace, beam_args: list[str]) -> int:
 def _cmd_generate(args: argparse.Namespace, beam_args: list[str]) -> int:
     from tokenizer.vq import CheckpointError
     from train.decoding import Decoding
-    from train.glm_generate import generate
+    from train.glm_generate import generate, load_filler
+    from train.inverse_prompting import inverse_prompting
 
     try:
         decoding = Decoding(args.strategy, temperature=args.temperature, top_k=args.top_k or None,
                             top_p=args.top_p, num_beams=args.num_beams, length_penalty=args.length_penalty,
                             max_new_tokens=args.max_new_tokens)
-        result = generate(args.checkpoint, args.tokenizer, args.text, decoding, seed=args.seed, device=args.device)
+        filler, tokenizer = load_filler(args.checkpoint, args.tokenizer, args.device)
+        if args.inverse is None:
+            result = generate(filler, tokenizer, args.text, decoding, seed=args.seed)
+        else:
+            if args.prompt is None:
+                raise ValueError("--inverse needs --prompt (the text that {prompt} in --text stands for)")
+            ranked = inverse_prompting(filler, tokenizer, args.prompt, args.text, args.inverse, decoding,
+                                       args.inverse_weight)
+            result = {"text": tokenizer.decode(ranked[0].tokens), "candidates": [
+                {"text": tokenizer.decode(r.tokens), "forward": round(r.forward, 4), "inverse": round(r.inverse, 4),
+                 "score": round(r.score, 4)} for r in ranked]}
     except (CheckpointError, ValueError) as exc:  # refused checkpoint, wrong kind, bad options: one clear line
         print(f"wudao generate: {exc}", file=sys.stderr)
         return 1
@@ -472,6 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     genp.add_argument("--top-p", type=float, help="sample: nucleus, the smallest set with probability >= p")
     genp.add_argument("--num-beams", type=int, default=4, help="beam")
     genp.add_argument("--length-penalty", type=float, default=1.0, help="beam: score = logprob / length ** this")
+    genp.add_argument("--prompt", help="inverse prompting: the prompt that {prompt} in --text stands for")
+    genp.add_argument("--inverse", help="inverse prompting (beam): a template with {generation} and one [MASK] "
+                      "where the prompt goes; candidates rank by how well they predict the prompt back")
+    genp.add_argument("--inverse-weight", type=float, default=1.0,
+                      help="score = (1 - w) * forward + w * inverse, per-token log-probs (1: inverse alone)")
     genp.add_argument("--seed", type=int, default=0)
     genp.add_argument("--device", default="cpu")
     genp.set_defaults(func=_cmd_generate)

@@ -208,3 +208,60 @@ def test_generate_command_refuses_unfit_checkpoints(tmp_path, capsys):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert main(["generate", "--checkpoint", str(tmp_path / "junk.pt"), "--tokenizer", tok, "--text", "a"]) == 1
     assert "wudao generate:" in capsys.readouterr().err
+
+
+# --- inverse prompting
+def test_rerank_lets_the_inverse_score_decide_by_its_weight():
+    """A hand-built inverse scorer that knows candidate (7,) answers the prompt: it must win once the inverse score
+    weighs enough, though beam search liked (5, 6) better."""
+    from train.inverse_prompting import rerank
+
+    candidates = [((5, 6), -0.5), ((7,), -1.0), ((8, 9, 9), -0.9)]
+    knows = {(5, 6): -4.0, (7,): -0.2, (8, 9, 9): -3.0}.__getitem__
+    assert [r.tokens for r in rerank(candidates, knows, weight=0.0)] == [(5, 6), (8, 9, 9), (7,)]
+    best = rerank(candidates, knows, weight=1.0)
+    assert [r.tokens for r in best] == [(7,), (8, 9, 9), (5, 6)] and best[0].score == pytest.approx(-0.2)
+    mixed = rerank(candidates, knows, weight=0.5)[0]
+    assert mixed.tokens == (7,) and mixed.score == pytest.approx(0.5 * -1.0 + 0.5 * -0.2)
+    with pytest.raises(ValueError):
+        rerank(candidates, knows, weight=1.5)
+
+
+def test_inverse_prompting_scores_each_candidate_by_its_inverse_text():
+    from train.inverse_prompting import inverse_prompting
+
+    class Digits:   # a tokenizer of digit strings, one id per digit (ids 3..12)
+        def encode(self, text):
+            return [int(c) + 3 for c in text]
+
+        def decode(self, ids):
+            return "".join(str(i - 3) for i in ids)
+
+    filler = BlankFiller(glm(seed=7), VOCAB)
+    decoding = Decoding("beam", num_beams=3, max_new_tokens=3)
+    ranked = inverse_prompting(filler, Digits(), "42", "1{prompt}[gMASK]", "{generation}9[MASK]", decoding, 1.0)
+    hyps = filler.candidates([4, 7, 5, GMASK], decoding)
+    assert sorted(r.tokens for r in ranked) == sorted(h.tokens for h in hyps)
+    digits = Digits()
+    for r in ranked:   # the generation goes into the inverse text as text, tokenized again
+        inverse_ids = digits.encode(digits.decode(r.tokens) + "9") + [MASK]
+        assert r.inverse == pytest.approx(filler.span_logprob(inverse_ids, [7, 5]) / 3, abs=1e-9)
+    assert [r.score for r in ranked] == sorted((r.inverse for r in ranked), reverse=True)
+    with pytest.raises(ValueError, match="strategy beam"):
+        inverse_prompting(filler, Digits(), "42", "1{prompt}[gMASK]", "{generation}[MASK]", Decoding(), 1.0)
+
+
+def test_generate_command_with_inverse_prompting(tmp_path, capsys):
+    from pipelines.cli import main
+
+    tok, ckpt = _tokenizer_and_checkpoint(tmp_path)
+    assert main(["generate", "--checkpoint", ckpt, "--tokenizer", tok, "--text", "问：{prompt} 答：[gMASK]",
+                 "--prompt", "北京", "--inverse", "{generation} 问：[MASK]", "--strategy", "beam",
+                 "--num-beams", "3", "--max-new-tokens", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["text"] == out["candidates"][0]["text"] and len(out["candidates"]) <= 3
+    scores = [c["score"] for c in out["candidates"]]
+    assert scores == sorted(scores, reverse=True)
+    assert main(["generate", "--checkpoint", ckpt, "--tokenizer", tok, "--text", "{prompt}[gMASK]",
+                 "--inverse", "{generation}[MASK]"]) == 1
+    assert "--inverse needs --prompt" in capsys.readouterr().err

@@ -148,9 +148,8 @@ class BlankFiller:
         return beam_search(step, first, self.eop, limited)
 
 
-def generate(checkpoint: str, tokenizer_dir: str, text: str, decoding: Decoding = Decoding(), *, seed: int = 0,
-             device: str = "cpu") -> dict:
-    """Fill the blanks of `text` with a GLM checkpoint: {"text", "spans", "input_tokens"}."""
+def load_filler(checkpoint: str, tokenizer_dir: str, device: str = "cpu"):
+    """(BlankFiller, TextTokenizer) for a GLM checkpoint of `wudao train` and its tokenizer folder."""
     from tokenizer.text import TextTokenizer
     from train.sample import load_checkpoint_model
 
@@ -160,12 +159,15 @@ def generate(checkpoint: str, tokenizer_dir: str, text: str, decoding: Decoding 
     tokenizer = TextTokenizer.load(tokenizer_dir)
     if tokenizer.vocab.total_size != model.cfg.vocab_size:
         raise ValueError("the tokenizer's vocab.json does not match the checkpoint's vocabulary size")
-    filler = BlankFiller(model, tokenizer.vocab)
+    return BlankFiller(model, tokenizer.vocab), tokenizer
+
+
+def generate(filler: BlankFiller, tokenizer, text: str, decoding: Decoding = Decoding(), *, seed: int = 0) -> dict:
+    """Fill the blanks of `text`: {"text": the text with its blanks filled, "spans", "input_tokens"}."""
     ids = filler.encode(tokenizer, text)
     spans = filler.fill(ids, decoding, torch.Generator().manual_seed(seed))
     pieces, marks = split_blanks(text)
     fills = [tokenizer.decode(s) for s in spans]
     if not marks:   # the appended [gMASK]: the generation follows the text
-        pieces, fills = [text, ""], fills
-    out = "".join(p + f for p, f in zip(pieces, fills + [""]))
-    return {"text": out, "spans": fills, "input_tokens": len(ids)}
+        pieces = [text, ""]
+    return {"text": "".join(p + f for p, f in zip(pieces, fills + [""])), "spans": fills, "input_tokens": len(ids)}
