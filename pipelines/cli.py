@@ -281,7 +281,7 @@ def _cmd_sample(args: argparse.Namespace, beam_args: list[str]) -> int:
     try:
         result = sample_image(args.checkpoint, args.tokenizer, args.vq, args.caption, args.output,
                               temperature=args.temperature, top_k=args.top_k or None, seed=args.seed,
-                              device=args.device)
+                              device=args.device, top_p=args.top_p, candidates=args.candidates)
     except CheckpointError as exc:  # refused or unreadable checkpoint / VQ weights: one clear line
         print(f"wudao sample: {exc}", file=sys.stderr)
         return 1
@@ -468,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     samplep.add_argument("--output", required=True, help="PNG to write")
     samplep.add_argument("--temperature", type=float, default=1.0)
     samplep.add_argument("--top-k", type=int, default=100, help="0 = no top-k cut")
+    samplep.add_argument("--top-p", type=float, help="nucleus: the smallest set of codes with probability >= p")
+    samplep.add_argument("--candidates", type=int, default=1,
+                         help="sample N images, keep the one with the best caption score (CogView's self-reranking; "
+                              "train with caption_share > 0)")
     samplep.add_argument("--seed", type=int, default=0)
     samplep.add_argument("--device", default="cpu")
     samplep.set_defaults(func=_cmd_sample)

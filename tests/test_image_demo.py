@@ -83,7 +83,7 @@ def test_kept_images_are_training_ready(run):
 
 
 @pytest.mark.slow
-def test_vq_and_cogview_shards_from_the_kept_images(run, tmp_path):
+def test_vq_and_cogview_shards_from_the_kept_images(run, tmp_path, capsys):
     out, _, kept, _ = run
     tars = str(out / "image_text" / "images" / "*.tar")
     captions = tmp_path / "captions.txt"
@@ -118,7 +118,7 @@ def test_vq_and_cogview_shards_from_the_kept_images(run, tmp_path):
     # a few CogView steps on those shards, then a caption -> codes -> PNG through the VQ decoder
     config = tmp_path / "cogview.yaml"
     config.write_text("base: tiny\nd_model: 32\nn_layers: 1\nn_heads: 2\nd_ff: 64\nseq_len: 96\n"
-                      "batch_size: 4\nwarmup_steps: 2\neval_every: 3\neval_batches: 1\n")
+                      "batch_size: 4\nwarmup_steps: 2\neval_every: 3\neval_batches: 1\ncaption_share: 0.5\n")
     run_dir = tmp_path / "run"
     assert main(["train", "--shards", str(shards), "--model", "cogview", "--config", str(config), "--steps", "3",
                  "--out", str(run_dir)]) == 0
@@ -128,6 +128,13 @@ def test_vq_and_cogview_shards_from_the_kept_images(run, tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "s.png").size == (32, 32)
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(run_dir / "ckpt.pt"), "--tokenizer", str(shards), "--vq",
+                 str(vq / "vq.pt"), "--caption", "a red circle", "--output", str(tmp_path / "best.png"),
+                 "--candidates", "3", "--top-p", "0.9"]) == 0
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["caption_scores"]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)     # self-reranked, best written
+    assert Image.open(tmp_path / "best.png").size == (32, 32)
     # encode-images / decode-images round trip through the commands
     codes = tmp_path / "codes.jsonl"
     assert main(["tokenizer", "encode-images", "--vq", str(vq / "vq.pt"), "--images", tars,

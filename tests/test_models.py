@@ -227,17 +227,17 @@ def test_tiny_cogview_overfits_and_samples_valid_codes():
     assert last < first / 5
     g = torch.Generator().manual_seed(0)
     codes = generate_image_codes(model, ids[0, 1:4], VOCAB, grid=3, temperature=1.0, top_k=5, generator=g)
-    assert codes.shape == (9,) and codes.dtype == torch.long
+    assert codes.shape == (1, 9) and codes.dtype == torch.long
     assert ((codes >= 0) & (codes < VOCAB.image_codes)).all()
     # the overfit model reproduces its training image under near-greedy sampling
     greedy = generate_image_codes(model, ids[0, 1:4], VOCAB, grid=3, temperature=1e-3, generator=g)
-    assert greedy.tolist() == (ids[0, 6:15] - VOCAB.image_code_offset).tolist()
+    assert greedy[0].tolist() == (ids[0, 6:15] - VOCAB.image_code_offset).tolist()
     with pytest.raises(ValueError):
         generate_image_codes(model, [VOCAB.token_id("[BASE]")], VOCAB, grid=3)
     with pytest.raises(ValueError):
         generate_image_codes(model, [1, 2], VOCAB, grid=6)       # 4 + 36 - 1 > seq_len 32
     few = generate_image_codes(model, ids[0, 1:4], VOCAB, grid=3, generator=g, num_codes=2)   # a 2-code VQ
-    assert set(few.tolist()) <= {0, 1}
+    assert set(few.flatten().tolist()) <= {0, 1}
     with pytest.raises(ValueError):
         generate_image_codes(model, ids[0, 1:4], VOCAB, grid=3, num_codes=VOCAB.image_codes + 1)
 

@@ -3,11 +3,17 @@
 Layout (Ding et al. 2021, sec. 2.2 and Fig. 3): `[ROI1] text [BASE] [BOI1] image codes [EOI1]`, the image codes
 being the VQ-VAE grid flattened row-major (32x32 = 1024 codes for 256x256 images), each mapped to
 `vocab.image_code_id(k)`. Errors are ValueError with a short reason, for a pipeline stage to count and report.
+
+The image-to-text direction (captioning, which CogView's self-reranking scores with, sec. 4.2) uses the second
+set of region tokens: `[BOI2] image codes [EOI2] [ROI2] text <|endoftext|>`, as long as the text-to-image sample
+of the same pair; `CaptionMix` turns a share of a batch's samples into it, so one model learns both directions.
 """
 from __future__ import annotations
 
 import numbers
 from typing import Sequence
+
+import numpy as np
 
 from tokenizer.vocab import Vocab
 
@@ -75,3 +81,43 @@ def split_cogview_sample(ids: Sequence[int], vocab: Vocab) -> tuple[list[int], l
     if bad_code:
         raise ValueError(f"id {bad_code[0]} in the image part is not an image code")
     return text, [t - vocab.image_code_offset for t in codes]
+
+
+BOI2, EOI2, ROI2, TEXT_END = "[BOI2]", "[EOI2]", "[ROI2]", "<|endoftext|>"
+
+
+def caption_prefix(image_codes, vocab: Vocab) -> list[int]:
+    """`[BOI2] codes [EOI2] [ROI2]`: the context a caption is scored or generated after."""
+    codes = _as_int_list(image_codes, "image codes")
+    bad_code = [k for k in codes if not 0 <= k < vocab.image_codes]
+    if not codes or bad_code:
+        raise ValueError(f"image codes must be a non-empty list in 0..{vocab.image_codes - 1}")
+    offset = vocab.image_code_offset
+    return [vocab.token_id(BOI2)] + [offset + k for k in codes] + [vocab.token_id(EOI2), vocab.token_id(ROI2)]
+
+
+def caption_sample(text_ids: Sequence[int], image_codes, vocab: Vocab) -> list[int]:
+    """`[BOI2] codes [EOI2] [ROI2] text <|endoftext|>` (image-to-text)."""
+    text = _as_int_list(text_ids, "text ids")
+    if not text or not all(vocab.is_text(t) for t in text):
+        raise ValueError("text must be a non-empty list of text-piece ids")
+    return caption_prefix(image_codes, vocab) + text + [vocab.token_id(TEXT_END)]
+
+
+class CaptionMix:
+    """Turns each sample of a CogView batch into the caption layout with probability `share` (drawn from the
+    batch's rng, so a resumed run draws the same). Samples are `[PAD]`-padded rows of equal length."""
+
+    def __init__(self, vocab: Vocab, share: float):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError("caption share must be in [0, 1]")
+        self.vocab, self.share, self.pad = vocab, float(share), vocab.token_id("[PAD]")
+
+    def build_batch(self, window, rng) -> np.ndarray:
+        rows = np.stack(window)
+        for r in np.flatnonzero(rng.random(len(rows)) < self.share):
+            ids = rows[r]
+            n = len(ids) - int(np.argmax(ids[::-1] != self.pad)) if (ids != self.pad).any() else 0
+            text, codes = split_cogview_sample(ids[:n], self.vocab)
+            rows[r, :n] = caption_sample(text, codes, self.vocab)
+        return rows

@@ -37,8 +37,9 @@ class CogViewModel(nn.Module):
         self.ln_f = PBRelaxLayerNorm(cfg.d_model, cfg.ln_eps, relax=relax)
         init_weights(self, cfg.n_layers)
 
-    def logits(self, ids: torch.Tensor, cache=None):
-        """(logits [B, L, V], auxes) of `ids`; with a ``KVCache``, `ids` are the positions after the cached ones."""
+    def logits(self, ids: torch.Tensor, cache=None, last: int | None = None):
+        """(logits [B, L, V], auxes) of `ids`; with a ``KVCache``, `ids` are the positions after the cached ones;
+        with `last`, the logits of the last `last` positions only (the head is the largest matmul)."""
         B, L = ids.shape
         past = 0 if cache is None else cache.length
         if past + L > self.cfg.seq_len:
@@ -48,6 +49,8 @@ class CogViewModel(nn.Module):
         for i, block in enumerate(self.blocks):
             x, aux = block(x, causal=True, kv=None if cache is None else cache.layers[i])
             auxes.append(aux)
+        if last is not None:
+            x = x[:, -last:]
         return F.linear(self.ln_f(x), self.tok.weight), auxes
 
     def forward(self, ids, text_weight: float | None = None, image_weight: float | None = None) -> dict:
@@ -72,36 +75,74 @@ class CogViewModel(nn.Module):
 @torch.no_grad()
 def generate_image_codes(model: CogViewModel, text_ids, vocab, grid: int = 32, temperature: float = 1.0,
                          top_k: int | None = None, generator: torch.Generator | None = None,
-                         num_codes: int | None = None) -> torch.Tensor:
-    """Sample a grid x grid image after `[ROI1] text [BASE] [BOI1]`, row-major; returns raw codes
-    (0..vocab.image_codes-1, LongTensor [grid*grid]) for the VQ decoder. Only image-code ids are sampled, and
-    with `num_codes` only the first `num_codes` of them (the VQ's codebook size).
-    Recomputes the prefix each step (no KV cache): fine for the tiny configs, slow for 32x32 grids at scale."""
-    if grid < 1 or temperature <= 0:
-        raise ValueError("grid must be >= 1 and temperature > 0")
+                         num_codes: int | None = None, top_p: float | None = None, num_samples: int = 1,
+                         use_cache: bool = True) -> torch.Tensor:
+    """Sample `num_samples` grid x grid images after `[ROI1] text [BASE] [BOI1]`, row-major; returns raw codes
+    (0..vocab.image_codes-1, LongTensor [num_samples, grid*grid]) for the VQ decoder. Only image-code ids are
+    sampled, and with `num_codes` only the first `num_codes` of them (the VQ's codebook size). With `use_cache`
+    (default) the prefix is fed once into a ``KVCache`` and each step feeds one code per sample; without it every
+    step recomputes the whole sequence (the reference the cache is tested and benchmarked against)."""
+    from train.decoding import Decoding, pick_next
+    from train.layers import KVCache
+
+    if grid < 1 or temperature <= 0 or num_samples < 1:
+        raise ValueError("grid and num_samples must be >= 1 and temperature > 0")
     text = [int(t) for t in (text_ids.tolist() if hasattr(text_ids, "tolist") else text_ids)]
     if not text or not all(vocab.is_text(t) for t in text):
         raise ValueError("text_ids must be a non-empty list of text-piece ids")
     prefix = [vocab.token_id("[ROI1]")] + text + [vocab.token_id("[BASE]"), vocab.token_id("[BOI1]")]
     if len(prefix) + grid * grid - 1 > model.cfg.seq_len:
         raise ValueError(f"prefix {len(prefix)} + {grid * grid} codes do not fit seq_len {model.cfg.seq_len}")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    ids = torch.tensor([prefix], dtype=torch.long, device=device)
     lo, hi = vocab.image_code_offset, vocab.total_size
     if num_codes is not None:  # the VQ in use may have fewer codes than the id space reserves
         if not 1 <= num_codes <= vocab.image_codes:
             raise ValueError(f"num_codes must be in 1..{vocab.image_codes}")
         hi = lo + num_codes
+    rule = Decoding("sample", temperature=temperature, top_k=top_k, top_p=top_p)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ids = torch.tensor([prefix], dtype=torch.long, device=device)
+    cache = KVCache(len(model.blocks)) if use_cache else None
+    logits = model.logits(ids, cache, last=1)[0][:, -1].expand(num_samples, -1)
+    if use_cache:
+        cache = cache.select(torch.zeros(num_samples, dtype=torch.long, device=device))
+    else:
+        ids = ids.expand(num_samples, -1)
     codes = []
-    for _ in range(grid * grid):
-        logits = model.logits(ids)[0][0, -1, lo:hi].float() / temperature
-        if top_k is not None and top_k < logits.numel():
-            kth = torch.topk(logits, top_k).values[-1]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        k = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator).item()
+    for step in range(grid * grid):
+        k = pick_next(logits[:, lo:hi], rule, generator)
         codes.append(k)
-        ids = torch.cat([ids, torch.tensor([[lo + k]], device=device)], dim=1)
+        if step == grid * grid - 1:
+            break
+        new = (lo + k)[:, None].to(device)
+        if use_cache:
+            logits = model.logits(new, cache)[0][:, -1]
+        else:
+            ids = torch.cat([ids, new], dim=1)
+            logits = model.logits(ids, last=1)[0][:, -1]
     model.train(was_training)
-    return torch.tensor(codes, dtype=torch.long)
+    return torch.stack(codes, dim=1).cpu()
+
+
+@torch.no_grad()
+def caption_scores(model: CogViewModel, text_ids, codes: torch.Tensor, vocab) -> torch.Tensor:
+    """CogView's self-reranking score (Ding et al. 2021, sec. 4.2, "Caption Score"): for each image's codes
+    (rows of [N, grid*grid]), the mean log-probability per token of `text <|endoftext|>` after
+    `[BOI2] codes [EOI2] [ROI2]`, under a model trained in both directions (config `caption_share` > 0)."""
+    from tokenizer.cogview import caption_sample
+
+    text = [int(t) for t in (text_ids.tolist() if hasattr(text_ids, "tolist") else text_ids)]
+    rows = [caption_sample(text, c, vocab) for c in codes.tolist()]
+    if len(rows[0]) > model.cfg.seq_len:
+        raise ValueError(f"caption sample of {len(rows[0])} tokens is longer than seq_len {model.cfg.seq_len}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ids = torch.tensor(rows, dtype=torch.long, device=device)
+    n = len(text) + 1   # the targets: text and <|endoftext|>, predicted from the positions before them
+    logits = model.logits(ids[:, :-1], last=n)[0]
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    scored = logp.gather(2, ids[:, -n:, None]).squeeze(2)
+    model.train(was_training)
+    return scored.mean(dim=1).cpu()

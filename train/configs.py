@@ -38,6 +38,8 @@ class Config:
     # CogView loss weights per target token kind
     text_loss_weight: float = 1.0
     image_loss_weight: float = 1.0
+    # share of CogView samples trained image-to-text (`[BOI2] image [EOI2] [ROI2] caption`), for self-reranking
+    caption_share: float = 0.0
     # mixture of experts (num_experts 0 = dense)
     num_experts: int = 0
     moe_gate: str = "switch"
@@ -84,6 +86,8 @@ class Config:
             raise ValueError("num_experts and vocab_size must be >= 0")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError("dropout must be in [0, 1) and min_lr_ratio in [0, 1]")
+        if not 0.0 <= self.caption_share <= 1.0:
+            raise ValueError("caption_share must be in [0, 1]")
         if self.lr <= 0 or self.pb_relax_alpha <= 0 or self.text_loss_weight < 0 or self.image_loss_weight < 0:
             raise ValueError("lr and pb_relax_alpha must be positive, loss weights non-negative")
 

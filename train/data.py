@@ -4,7 +4,9 @@ GLM: the reader packs documents (with `<|endoftext|>` between them) into windows
 model's `seq_len`, and `tokenizer.glm.GLMMasking` turns each batch of windows into blank-infilling samples (one
 objective per batch, as GLM does). The masking rng of batch `b` is seeded by (seed, rank, b), so a resumed run
 draws the same masks as an uninterrupted one without saving any rng state.
-CogView: one sample per sequence (`pad_id` mode: samples are never packed), padded to `seq_len`.
+CogView: one sample per sequence (`pad_id` mode: samples are never packed), padded to `seq_len`; with a
+`tokenizer.cogview.CaptionMix` as the batch builder, a share of them become image-to-text samples (rng seeded by
+(seed, rank, batch number) as GLM's masks).
 """
 from __future__ import annotations
 
@@ -163,11 +165,11 @@ def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 def _batch(kind: str, window: list[np.ndarray], masking, seq_len: int, seed: int, rank: int,
            number: int) -> dict[str, np.ndarray]:
-    """Batch `number` of this rank as numpy arrays: CogView's stacked ids, or GLM's masked samples drawn with
-    the rng (seed, rank, number)."""
-    if kind == "cogview":
-        return {"ids": np.stack(window)}
+    """Batch `number` of this rank as numpy arrays: CogView's stacked ids (some turned into captions by a
+    `CaptionMix`), or GLM's masked samples; both draw from the rng (seed, rank, number)."""
     rng = np.random.default_rng([seed, rank, number])
+    if kind == "cogview":
+        return {"ids": np.stack(window) if masking is None else masking.build_batch(window, rng)}
     sample = masking.build_batch(window, rng, max_len=seq_len)
     return {name: np.asarray(sample[name]) for name in ("input_ids", "position_ids", "sep", "targets", "loss_mask")}
 

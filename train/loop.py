@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from tokenizer.cogview import CaptionMix
 from tokenizer.schedule import warmup_cosine
 from tokenizer.vq import CheckpointError, load_weights
 from train import data, expert_parallel
@@ -270,7 +271,8 @@ def train(kind: str, shards: str, config: str | Config = "tiny", *, steps: int |
     scaler = torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=half)
     if half and cfg.bf16:
         log("this GPU has no bf16: training in fp16 with loss scaling")
-    masking = data.glm_masking(vocab, shards, tokenizer_dir, cfg.glm_objectives) if kind == "glm" else None
+    masking = data.glm_masking(vocab, shards, tokenizer_dir, cfg.glm_objectives) if kind == "glm" else (
+        CaptionMix(vocab, cfg.caption_share) if cfg.caption_share > 0 else None)
     reader = data.make_reader(kind, shards, vocab, cfg.seq_len, seed=seed, rank=rank, world_size=world)
     os.makedirs(out, exist_ok=True)
     step, first_batch, pending = 0, 0, []
