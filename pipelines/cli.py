@@ -317,6 +317,23 @@ def _cmd_generate(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _cmd_ptune(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from tokenizer.vq import CheckpointError
+    from train.ptuning import run_ptune
+
+    try:
+        result = run_ptune(args.checkpoint, args.tokenizer, args.verbalizer, args.template, train=args.train,
+                           eval_path=args.eval, prompt_dir=args.prompt, out=args.out, full=args.full,
+                           prompt_length=args.prompt_length, steps=args.steps, batch_size=args.batch_size,
+                           lr=args.lr, seed=args.seed, device=args.device,
+                           log=lambda line: print(line, file=sys.stderr))
+    except (CheckpointError, ValueError, OSError) as exc:
+        print(f"wudao ptune: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
 def _cmd_shards(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.action == "verify":
         from shards.manifest import main_verify
@@ -495,6 +512,25 @@ def build_parser() -> argparse.ArgumentParser:
     genp.add_argument("--seed", type=int, default=0)
     genp.add_argument("--device", default="cpu")
     genp.set_defaults(func=_cmd_generate)
+
+    ptp = sub.add_parser("ptune", help="P-tuning v2: deep prompts on a frozen GLM for classification as blank filling")
+    ptp.add_argument("--checkpoint", required=True, help="ckpt.pt of a `wudao train --model glm` run (frozen)")
+    ptp.add_argument("--tokenizer", required=True, help="tokenizer folder")
+    ptp.add_argument("--train", help='JSONL of {"text", "label"} to tune on')
+    ptp.add_argument("--eval", help='JSONL of {"text", "label"}: accuracy of the prompt (or model)')
+    ptp.add_argument("--verbalizer", help='label -> word: a JSON object, a file holding one, or "a,b,c" (labels '
+                     'that are their own words)')
+    ptp.add_argument("--template", help='the text around one blank, e.g. "{text}。学科：[MASK]"')
+    ptp.add_argument("--prompt", help="folder of a tuned prompt (prompt.pt, task.json) to evaluate")
+    ptp.add_argument("--out", help="folder to save the tuned prompt (or, with --full, the fine-tuned ckpt.pt)")
+    ptp.add_argument("--full", action="store_true", help="fine-tune every weight instead (the baseline)")
+    ptp.add_argument("--prompt-length", type=int, default=16, help="prompt positions per layer")
+    ptp.add_argument("--steps", type=int, default=300)
+    ptp.add_argument("--batch-size", type=int, default=16)
+    ptp.add_argument("--lr", type=float, help="default 5e-3 (prompt) or 1e-4 (--full)")
+    ptp.add_argument("--seed", type=int, default=0)
+    ptp.add_argument("--device", default="cpu")
+    ptp.set_defaults(func=_cmd_ptune)
 
     quality = sub.add_parser("quality", help="fastText quality classifier")
     quality_sub = quality.add_subparsers(dest="quality_command", required=True)

@@ -41,15 +41,16 @@ class BlankFiller:
         allowed[self.eop] = 0.0
         self._allowed = allowed
 
-    def encode(self, tokenizer, text: str) -> list[int]:
-        """Ids of `text` with its mask marks as mask ids; `[gMASK]` appended when it has none."""
+    def encode(self, tokenizer, text: str, append_gmask: bool = True) -> list[int]:
+        """Ids of `text` with its mask marks as mask ids; `[gMASK]` appended when it has none (and
+        `append_gmask`)."""
         pieces, marks = split_blanks(text)
         ids: list[int] = []
         for piece, mark in zip(pieces, marks + [None]):
             ids += tokenizer.encode(piece) if piece else []
             if mark:
                 ids.append(self.vocab.token_id(mark))
-        return ids if marks else ids + [self.vocab.token_id("[gMASK]")]
+        return ids if marks or not append_gmask else ids + [self.vocab.token_id("[gMASK]")]
 
     # --- feeding the model
     def _feed(self, cache: KVCache, ids, block: int | list[int], mask_pos: int, part_a: bool = False):
@@ -112,15 +113,10 @@ class BlankFiller:
     @torch.no_grad()
     def span_logprob(self, ids: list[int], span: list[int], blank: int = 0) -> float:
         """log p(span [eop] | ids) for blank number `blank` of `ids` (earlier blanks stay unfilled)."""
-        cache, masks = self._start(ids)
+        masks = [p for p, t in enumerate(ids) if t in self.mask_ids]
         if not 0 <= blank < len(masks):
             raise ValueError(f"blank {blank} of {len(masks)}")
-        span = [int(t) for t in span]
-        if cache.length + 1 + len(span) > self.model.cfg.seq_len:
-            raise ValueError("input and span do not fit the model's seq_len")
-        logp = self._feed(cache, [[self.sop] + span], list(range(1, len(span) + 2)), masks[blank])[0]
-        targets = torch.tensor(span + [self.eop], device=self.device)
-        return float(logp.gather(1, targets[:, None]).sum())
+        return float(score_spans(self.model, self.vocab, [(ids, masks[blank], span)], allowed=self._allowed)[0])
 
     def _sample(self, cache, pos, decoding, budget, generator) -> list[int]:
         logp = self._feed(cache, [[self.sop]], 1, pos)[:, -1]
@@ -146,6 +142,40 @@ class BlankFiller:
 
         limited = Decoding(**{**decoding.__dict__, "max_new_tokens": budget})
         return beam_search(step, first, self.eop, limited)
+
+
+def score_spans(model, vocab: Vocab, rows, *, allowed: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
+    """log p(span [eop] | Part A) [N] for rows (part_a ids, mask position, span ids), teacher-forced in one batched
+    forward (differentiable: P-tuning trains through it). Each row is Part A, then `[sop] span`, then `[PAD]`s,
+    which no real position attends to. `allowed` is added to the logits first (-inf on ids never chosen);
+    `cache` is a prompt (P-tuning v2) every position sees."""
+    sop, eop, pad = (vocab.token_id(t) for t in ("[sop]", "[eop]", "[PAD]"))
+    length = max(len(a) + 1 + len(s) for a, _, s in rows)
+    if length > model.cfg.seq_len:
+        raise ValueError(f"input and span take {length} positions, more than seq_len {model.cfg.seq_len}")
+    n = len(rows)
+    ids = torch.full((n, length), pad, dtype=torch.long)
+    pos = torch.zeros((n, 2, length), dtype=torch.long)
+    targets = torch.full((n, length), -1, dtype=torch.long)
+    for r, (part_a, mask_pos, span) in enumerate(rows):
+        a, m = len(part_a), len(span) + 1
+        ids[r, :a] = torch.as_tensor(list(part_a))
+        pos[r, 0, :a] = torch.arange(a)
+        ids[r, a:a + m] = torch.as_tensor([sop] + list(span))
+        pos[r, 0, a:a + m] = int(mask_pos)
+        pos[r, 1, a:a + m] = torch.arange(1, m + 1)
+        targets[r, a:a + m] = torch.as_tensor(list(span) + [eop])
+    sep = torch.as_tensor([len(a) for a, _, _ in rows])
+    device = next(model.parameters()).device
+    logits = model(ids.to(device), pos.to(device), sep.to(device), cache=cache)["logits"]
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if allowed is not None:
+        logits = logits + allowed
+    logp = torch.log_softmax(logits, dim=-1)
+    targets = targets.to(device)
+    picked = logp.gather(2, targets.clamp_min(0)[..., None]).squeeze(2)
+    return torch.where(targets >= 0, picked, torch.zeros_like(picked)).sum(dim=1)
 
 
 def load_filler(checkpoint: str, tokenizer_dir: str, device: str = "cpu"):
