@@ -49,7 +49,7 @@ from trafilatura.utils import HTML_PARSER, decode_file, load_html
 from cleaners.charset import decode_html
 from cleaners.document import Document, RawPage, stable_hash
 from cleaners.html_depth import flatten_deep_html
-from cleaners.posts import find_posts, is_discussion
+from cleaners.posts import find_posts, find_replies, is_discussion
 from cleaners.xpath_rules import install
 
 #: trafilatura's `.//*[...]` rules swapped for Python evaluations with the same matches (`cleaners.xpath_rules`),
@@ -77,6 +77,8 @@ REASON_ERROR = "extract-error:"  # + exception class name
 #: the balanced pass (`recall_retry_chars`) replaces precision mode's text when it finds at least this many times
 #: as much (and whenever precision mode found nothing)
 RECALL_RATIO = 10
+#: share of a post's characters trafilatura's text must hold for `find_replies`' group to be added (`_holds_a_post`)
+HELD_SHARE = 0.5
 #: how long a fresh child may take to import trafilatura and report ready (not part of any page's limit)
 STARTUP_TIMEOUT_S = 120.0
 
@@ -92,7 +94,9 @@ class ExtractResult:
     path that found the text: `precision` (trafilatura with the options, its fallback comparison included),
     `precision:confident` (the main pass alone, see `_trafilatura_text`), `discussion` (a forum / Q&A / social
     URL, `cleaners.posts.is_discussion`: trafilatura's balanced mode with comments), `recall` (precision mode
-    found nothing: the balanced pass with comments) or `thread:<engine>` (the page's posts, `cleaners.posts`)."""
+    found nothing: the balanced pass with comments), `thread:<engine>` (the page's posts, `cleaners.posts`;
+    `thread:generic` adds a repeated group's posts to trafilatura's text) or `thread:replies` (the replies to the post
+    trafilatura found, `cleaners.posts.find_replies`)."""
 
     title: str
     text: str
@@ -128,6 +132,12 @@ def extract_html(html: bytes | str, url: str | None = None, **options: Any) -> E
             merged = _with_posts(text, thread[1])
             if merged != text:
                 text, path = merged, "thread:generic"
+        elif threads and text and not is_discussion(url):   # replies to the post trafilatura found (find_replies)
+            replies = find_replies(tree)
+            if replies and _holds_a_post(text, replies):
+                merged = _with_posts(text, replies)
+                if merged != text:
+                    text, path = merged, "thread:replies"
     if not text:
         if cut_short:  # part of the page was never read: "no main text" would be a guess
             raise UnparsableHTML("parse cut short by a libxml2 limit")
@@ -201,15 +211,39 @@ def _confident(document: Any, min_chars: int) -> bool:
 
 
 def _with_posts(text: str, posts: list[list[str]]) -> str:
-    """`text`, then every post line it does not already hold (each line once), in the thread's order."""
-    seen = {_key(line) for line in text.split("\n")}
+    """`text`, then every post line it does not already hold (each line once), in the thread's order.
+
+    A line is held by `text` when its letters (whitespace and case ignored, `_key`) occur anywhere in it, not only
+    as a line of its own: trafilatura often joins a post's paragraphs into one line ("- first paragraph second
+    paragraph") where `post_lines` gives one line per block, and a test of whole lines added such posts a second
+    time (bench/extraction_quality.py: generic forum threads, e.g. NodeBB's, scored below both trafilatura's text
+    and the posts alone). Lines of the posts themselves are compared whole, so that a short reply ("Thanks!")
+    inside a longer one is kept."""
+    held, seen = _key(text), set()
     added = []
     for line in (line for post in posts for line in post):
         key = _key(line)
-        if key and key not in seen:
+        if key and key not in seen and key not in held:
             seen.add(key)
             added.append(line)
     return "\n".join(part for part in (text, *added) if part).strip()
+
+
+def _holds_a_post(text: str, posts: list[list[str]]) -> bool:
+    """Whether `text` holds most (`HELD_SHARE`) of the characters of one of the posts, line by line (`_key`).
+
+    Where the URL names no forum, a group of post-like elements is only taken as the page's thread when trafilatura
+    found one of its posts (in practice the first): on forums outside our URL rules its main text is that post,
+    and the group adds the replies; a list of teasers or of another story's comments holds nothing of it. On the
+    463 pages of bench/extraction_quality.py no article page changes and the same forum pages gain with a share of
+    0.3, 0.5 or 0.8."""
+    held = _key(text)
+    for post in posts:
+        keys = [_key(line) for line in post]
+        total = sum(len(key) for key in keys)
+        if total and sum(len(key) for key in keys if key in held) >= HELD_SHARE * total:
+            return True
+    return False
 
 
 def _key(line: str) -> str:

@@ -208,10 +208,14 @@ def test_a_douban_note_is_an_article_not_a_comment_thread():
 
 @pytest.mark.parametrize("engine, post", [
     ("invision", '<div data-role="commentContent" class="ipsType_richText">{}</div>'),
+    ("invision", '<div data-ips-hook="postContent" class="ipsRichText ipsRichText--user" data-role="commentContent">'
+                 '{}</div>'),                                              # Invision Community 5
     ("vanilla", '<div class="Message userContent">{}</div>'),
     ("smf", '<div class="inner" id="msg_{n}">{}</div>'),
     ("kunena", '<div class="kmsgtext">{}</div>'),
     ("mybb", '<div class="post_body scaleimages">{}</div>'),
+    ("flarum", '<div class="PostStream-item"><article class="Post"><div class="Post-body"><p>{}</p></div>'
+               '</article></div>'),
 ])
 def test_forum_engines(engine, post):
     texts = ["First post asking how to reset the router.", "Hold the button for ten seconds.", "That worked."]
@@ -247,3 +251,105 @@ def test_discourse_crawler_view_keeps_each_post_body_without_meta():
     html = f"<html><body><div id='main-outlet'><h1>Stuck on starting</h1>{posts}</div></body></html>"
     engine, found = find_posts(fromstring(html), "https://community.example.org/t/stuck/724779")
     assert engine == "discourse" and found == [[body] for body in bodies]
+
+
+def test_post_lines_trafilatura_already_holds_are_not_added_again():
+    """trafilatura joins a post's paragraphs into one line where `post_lines` gives one per block: such lines are
+    held by the text (whitespace and case aside) and not added a second time; a short reply that also occurs
+    inside a longer post line is still kept once."""
+    from cleaners.extract import _with_posts
+
+    text = "Which Qt6 version?\n- Ubuntu 24.04 is late.  I always use the distro's Qt."
+    posts = [["Ubuntu 24.04 is late.", "I always use the distro's Qt."], ["Thanks!", "Try 6.5, it is an LTS."],
+             ["Thanks! That helped."], ["Thanks!"]]
+    assert _with_posts(text, posts) == text + "\nThanks!\nTry 6.5, it is an LTS.\nThanks! That helped."
+    assert _with_posts("", posts) == ("Ubuntu 24.04 is late.\nI always use the distro's Qt.\nThanks!\n"
+                                      "Try 6.5, it is an LTS.\nThanks! That helped.")
+
+
+def forum_page(chrome: str, posts: list[str]) -> str:
+    items = "".join(f'<div class="entry"><span class="who">user{n}</span><p>{post}</p></div>'
+                    for n, post in enumerate(posts))
+    return f"<html><body>{chrome}<main><h1>Router keeps rebooting</h1>{items}</main></body></html>"
+
+
+FORUM_POSTS = ["My router reboots every night at two, firmware is current.", "Check the scheduled reboot option.",
+               "That was it, thank you."]
+
+
+@pytest.mark.parametrize("chrome", [
+    # a sidebar widget of recent activity (BuddyPress on magiciansandmagic.com, wpForo's recent topics)
+    "<aside class='widget'><ul>" + "".join(f"<li class='activity'><div class='entry-activity'>Member {i} posted "
+                                          f"an update about a new trick with cards and coins that everyone should "
+                                          f"see at least once this week</div></li>" for i in range(5))
+    + "</ul></aside>",
+    # the same list as a navigation landmark, and a hidden modal's cheat sheet (forums.flaskbb.org)
+    "<div role='navigation'>" + "".join(f"<div class='item'>Forum section number {i} with a long description of "
+                                        f"what belongs in it and what does not</div>" for i in range(5)) + "</div>",
+    "<div class='modal fade' role='dialog'><div class='cheatsheet'>" + "".join(
+        f"<div class='row'>**Bold text** renders bold, and _this_ renders in italics in help row {i}</div>"
+        for i in range(6)) + "</div></div>",
+    # teaser links to other threads (Apache Answer's related questions)
+    "<div class='related'>" + "".join(f"<a href='/q/{i}'><div class='link-dark'>How do I configure the mail "
+                                      f"server for the forum software to send mail {i}?</div></a>"
+                                      for i in range(5)) + "</div>",
+])
+def test_a_generic_group_is_never_page_chrome(chrome):
+    """A group inside <aside>, <nav>, <header>, <footer>, a link, or an ARIA navigation / dialog (and the other
+    landmark roles) is no thread: on these pages the largest group was such a widget."""
+    engine, posts = find_posts(fromstring(forum_page(chrome, FORUM_POSTS)), "https://forum.example.com/t/1")
+    assert engine == "generic" and [post[-1] for post in posts] == FORUM_POSTS
+
+
+def test_lines_every_post_of_a_generic_group_repeats_are_its_template():
+    """NodeBB writes "Offline", "wrote on" and "last edited by" into every post, Baidu Zhidao "展开全部" and its
+    rating buttons into every answer: lines that half the posts (and at least three) hold word for word go."""
+    posts = "".join(f'<div class="post-container"><p>Offline</p><p>user{n}</p><p>wrote on</p><p>#{n}</p>'
+                    f'<p>{text}</p><p>Thanks!</p></div>'
+                    for n, text in enumerate([*FORUM_POSTS, "Mine does that too."]))
+    html = f"<html><body><main>{posts}</main></body></html>"
+    engine, found = find_posts(fromstring(html), "https://community.example.org/topic/18427/x")
+    assert engine == "generic"
+    assert found == [[f"user{n}", f"#{n}", text] for n, text in enumerate([*FORUM_POSTS, "Mine does that too."])]
+
+
+def test_share_widgets_are_chrome_in_a_post():
+    element = fromstring('<div class="bd answer"><p>地震预警可以提前几秒到几十秒发出警报。</p><div class="share-area">'
+                         '<div class="wgt-share-link">复制链接https://zhidao.baidu.com/question/1/answer/2.html</div>'
+                         '</div></div>')
+    assert post_lines(element) == ["地震预警可以提前几秒到几十秒发出警报。"]
+
+
+def test_xenforo_1_message_text():
+    """XenForo 1.x (forums.sherdog.com, gtplanet.net, digitalpoint.com): `li.message` holds the post body in
+    `blockquote.messageText`, quotes in `div.bbCodeQuote`."""
+    items = "".join(f'<li id="post-{n}" class="message" data-author="user{n}"><div class="messageUserInfo">'
+                    f'<a class="username">user{n}</a><dl><dt>Joined:</dt><dd>Jul 12, 2018</dd></dl></div>'
+                    f'<div class="messageContent"><article><blockquote class="messageText SelectQuoteContainer ugc">'
+                    + ('<div class="bbCodeBlock bbCodeQuote"><div class="quote">earlier post</div></div>' if n else "")
+                    + f'{text}</blockquote></article></div></li>' for n, text in enumerate(FORUM_POSTS))
+    html = f'<html><body><ol class="messageList" id="messageList">{items}</ol></body></html>'
+    assert find_posts(fromstring(html), "https://forums.example.com/threads/x.1/") == (
+        "xenforo", [[text] for text in FORUM_POSTS])
+
+
+def test_a_post_group_outside_forum_urls_is_added_only_where_trafilatura_found_one_of_its_posts():
+    """`find_replies`: on a URL no rule names a forum, a group of post-like classes is added to trafilatura's text
+    only when that text holds one of its posts. bpdfamily.com's SMF-like board (`message_board/index.php`): the
+    first post, then 29 replies (token F1 0.415 -> 0.924); lucianne.com's article with a member's latest posts as
+    `div.post-preview` teasers: trafilatura's text holds none of them, nothing is added."""
+    from cleaners.extract import _holds_a_post
+    from cleaners.posts import find_replies
+
+    assert _holds_a_post("Title\nMy router reboots every night. Firmware is current.",
+                         [["Other thread"], ["My router reboots every night.", "Firmware is current.", "Help?"]])
+    assert not _holds_a_post("Title\nMy router reboots every night.", [["My router", "reboots at two", "every day"]])
+
+    html, url = _real_page("harvest-49479a6c8717")
+    result = extract_html(html, url)
+    assert result.path == "thread:replies" and len(result.text) > 3 * len(extract_html(html, url, threads=False).text)
+    html, url = _real_page("mh-forum-6d0accd9dc90227d")
+    tree = fromstring(html)
+    assert len(find_replies(tree)) == 24 and "Fear Trump--Or Bust?" in tree.text_content()
+    result = extract_html(html, url)
+    assert result.path == "precision:confident" and "Fear Trump" not in result.text
