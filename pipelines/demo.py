@@ -84,9 +84,22 @@ def run_demo(output: str, config_path: str | None, beam_args: list[str],
         say(f"{kind}: {result['steps']} steps in {result['seconds']:.0f} s, validation loss "
             f"{result['val_loss_first']:.3f} -> {result['val_loss_last']:.3f}, "
             f"{result['tokens_per_s']:,.0f} tokens/s ({result['checkpoint']})")
+        if kind == "glm":
+            say(f"glm: wudao generate {demo_generation(result['checkpoint'], os.path.join(output, shard_dir))} "
+                "(60 steps: the plumbing, not the quality)")
     report = write_report(text_out, shards_out)
     say(f"\nreport:  {report}")
     return report
+
+
+def demo_generation(checkpoint: str, tokenizer_dir: str, text: str = "北京是[MASK]的首都。") -> str:
+    """`text` -> its blank filled by beam search with the demo's GLM checkpoint, as `wudao generate` does."""
+    from train.decoding import Decoding
+    from train.glm_generate import generate, load_filler
+
+    filler, tokenizer = load_filler(checkpoint, tokenizer_dir)
+    out = generate(filler, tokenizer, text, Decoding("beam", num_beams=4, max_new_tokens=8))
+    return f"{text!r} -> {out['text']!r}"
 
 
 def train_demo_model(kind: str, shards: str, out: str, overrides: dict[str, Any]) -> dict[str, Any]:

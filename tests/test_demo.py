@@ -30,6 +30,7 @@ def test_demo_runs_every_part(tmp_path, capsys):
         vals = [m["val_loss"] for m in metrics if "val_loss" in m]
         assert len(vals) >= 2 and vals[-1] < vals[0], kind
         assert f"{kind}: 60 steps" in printed
+    assert "glm: wudao generate '北京是[MASK]的首都。' -> '北京是" in printed   # the trained GLM fills the blank
     report = out / "text" / "report.html"
     assert f"report:  {report}" in printed and report.stat().st_size > 10_000
     assert report.read_text("utf-8").count("data:image/png;base64,") >= 5
