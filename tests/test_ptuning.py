@@ -159,3 +159,17 @@ def test_ptune_command_tunes_saves_and_evaluates(tmp_path, capsys):
     assert again["accuracy"] == out["accuracy"]
     assert main(["ptune", "--checkpoint", ckpt, "--tokenizer", tok, "--eval", str(data)]) == 1
     assert "--verbalizer and --template" in capsys.readouterr().err
+
+
+def test_a_prompt_steers_a_frozen_model_that_has_the_feature():
+    """A model fine-tuned to answer Y when a string holds an A is frozen; a prompt of 8 positions, trained on the
+    swapped verbalizer (Y means no), turns its answers round: accuracy from 0 to at least 0.95."""
+    model, filler = model_and_filler(3)
+    rng = random.Random(5)
+    data = ["".join(rng.choice("ABCDEFGHIJ") for _ in range(6)) for _ in range(600)]
+    labelled = [(t, "yes" if "A" in t else "no") for t in data]
+    tune(model, Letters(), filler, TASK, labelled[:400], full=True, steps=400, lr=3e-3)
+    swapped = ClozeTask("{text}.[MASK]", {"yes": "N", "no": "Y"})
+    assert evaluate(model, Letters(), filler, swapped, labelled[400:])["accuracy"] <= 0.05
+    prompt = tune(model, Letters(), filler, swapped, labelled[:400], steps=300, prompt_length=8, lr=3e-2)
+    assert evaluate(model, Letters(), filler, swapped, labelled[400:], prompt)["accuracy"] >= 0.95
