@@ -11,6 +11,7 @@ that set. Tokens are picked by `train/decoding.py` (greedy, top-k / top-p sampli
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import torch
 
@@ -140,8 +141,7 @@ class BlankFiller:
             state["fed"] += 1
             return self._feed(state["cache"], tokens[:, None], state["fed"], pos)[:, -1]
 
-        limited = Decoding(**{**decoding.__dict__, "max_new_tokens": budget})
-        return beam_search(step, first, self.eop, limited)
+        return beam_search(step, first, self.eop, replace(decoding, max_new_tokens=budget))
 
 
 def score_spans(model, vocab: Vocab, rows, *, allowed: torch.Tensor | None = None,
