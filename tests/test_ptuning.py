@@ -157,6 +157,11 @@ def test_ptune_command_tunes_saves_and_evaluates(tmp_path, capsys):
                  "--eval", str(data)]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["accuracy"] == out["accuracy"]
+    assert main(args + ["--train", str(data), "--full", "--out", str(tmp_path / "full")]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert full["trainable_share_percent"] == 100.0 and full["saved"].endswith("ckpt.pt")
+    assert main(["generate", "--checkpoint", full["saved"], "--tokenizer", tok, "--text", "第1行：[MASK]"]) == 0
+    capsys.readouterr()
     assert main(["ptune", "--checkpoint", ckpt, "--tokenizer", tok, "--eval", str(data)]) == 1
     assert "--verbalizer and --template" in capsys.readouterr().err
 

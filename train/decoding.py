@@ -7,7 +7,7 @@
   (it chose ``end_id``) scores ``sum log p / len ** length_penalty`` (len counts the end token), Wu et al. 2016's
   length normalisation as Hugging Face's ``BeamScorer`` applies it. The search stops when ``num_beams`` hypotheses
   are finished and the best open beam, ended at the next step at no cost, would not beat the worst of them (Hugging
-Face's stopping heuristic), or at ``max_new_tokens``.
+  Face's stopping heuristic), or at ``max_new_tokens``.
 
 Both GLM blank filling (`train/glm_generate.py`) and CogView sampling (`train/cogview_model.py`) decode through
 this module.

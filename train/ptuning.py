@@ -278,12 +278,10 @@ def run_ptune(checkpoint: str, tokenizer_dir: str, verbalizer: str | None, templ
             if prompt is not None:
                 result["saved"] = save_prompt(prompt, task, out, base_sha)
             else:
-                from train.loop import load_checkpoint
-
                 os.makedirs(out, exist_ok=True)
-                state = load_checkpoint(checkpoint)
                 result["saved"] = os.path.join(out, "ckpt.pt")
-                torch.save({"model": model.state_dict(), "config": state["config"], "kind": "glm"}, result["saved"])
+                torch.save({"model": model.state_dict(), "config": model.cfg.to_dict(), "kind": "glm"},
+                           result["saved"])
     if eval_path:
         result.update(evaluate(model, tokenizer, filler, task, read_labeled(eval_path), prompt))
     if not result:
