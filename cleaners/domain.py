@@ -84,6 +84,13 @@ def host_rules() -> tuple[tuple[str, re.Pattern[str] | None, str], ...]:
     return tuple(rows)
 
 
+@lru_cache(maxsize=4096)
+def _host_rows(host: str) -> tuple[tuple[re.Pattern[str] | None, str], ...]:
+    """(path pattern, label) of the table's rows whose host part `host` matches, in table order (a crawl holds many
+    pages of one host: the table is walked once per host, not once per page)."""
+    return tuple((pattern, label) for rule, pattern, label in host_rules() if host and _host_matches(host, rule))
+
+
 def _host_matches(host: str, rule: str) -> bool:
     if rule.endswith("."):
         return host.startswith(rule) or f".{rule}" in f".{host}"
@@ -98,8 +105,8 @@ def source_type(url: str, text: str = "") -> str:
     except ValueError:
         parts, host = urlsplit(""), ""
     path = parts.path + ("?" + parts.query if parts.query else "")
-    for rule, pattern, label in host_rules():
-        if host and _host_matches(host, rule) and (pattern is None or pattern.search(parts.path)):
+    for pattern, label in _host_rows(host):
+        if pattern is None or pattern.search(parts.path):
             return label
     for pattern, label in _PATH_RULES:
         if pattern.search(path):

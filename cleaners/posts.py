@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from typing import Callable
 from urllib.parse import urlsplit
 
 from lxml.etree import XPath
@@ -90,7 +91,7 @@ CHROME = ("self::blockquote or self::script or self::style or self::button or se
           " or contains(@class, 'pstl') or contains(@class, 'vote') or contains(@class, 'reply-btn')"
           " or contains(@class, 'edited') or contains(@class, 'attach')"
           " or contains(@class, 'share')")   # share buttons and "copy link" pop-ups (Baidu Zhidao's wgt-share-link)
-_CHROME_XPATH = f".//*[{CHROME}]"
+_CHROME_XPATH = XPath(f".//*[{CHROME}]")
 _BLOCK_TAGS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "table",
                          "ul", "ol", "dd", "dt", "section", "article", "blockquote"})
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0\u3000]+")
@@ -150,7 +151,7 @@ def _host_and_path(url: str | None) -> str:
 def post_lines(element: HtmlElement) -> list[str]:
     """The post's text, one line per block element or <br>, without quotes, signatures and chrome."""
     pieces: list[str] = []
-    skip = set(element.xpath(_CHROME_XPATH))
+    skip = set(_CHROME_XPATH(element))
 
     def walk(node: HtmlElement) -> None:
         if isinstance(node.tag, str) and node not in skip:
@@ -197,12 +198,40 @@ def _link_chars(element: HtmlElement) -> int:
 def _outermost(elements: list[HtmlElement]) -> list[HtmlElement]:
     """Elements not inside another of them (a quoted post nested in a post is part of that post), in order."""
     chosen = set(elements)
-    return [e for e in elements if not any(a in chosen for a in e.iterancestors())]
+    below: dict[HtmlElement, bool] = {}
+    return [e for e in elements if not _below(e, chosen.__contains__, below)]
 
 
-def _in_chrome(element: HtmlElement) -> bool:
-    """Whether the element is inside a `NOT_POSTS_INSIDE` element or one with a `NOT_POSTS_ROLES` role."""
-    return any(a.tag in NOT_POSTS_INSIDE or a.get("role") in NOT_POSTS_ROLES for a in element.iterancestors())
+def _in_chrome(element: HtmlElement, below: dict[HtmlElement, bool]) -> bool:
+    """Whether the element is inside a `NOT_POSTS_INSIDE` element or one with a `NOT_POSTS_ROLES` role (`below`:
+    the answers so far, see `_below`)."""
+    return _below(element, _is_chrome, below)
+
+
+def _is_chrome(element: HtmlElement) -> bool:
+    return element.tag in NOT_POSTS_INSIDE or element.get("role") in NOT_POSTS_ROLES
+
+
+def _below(element: HtmlElement, marked: Callable[[HtmlElement], bool], below: dict[HtmlElement, bool]) -> bool:
+    """Whether an ancestor of `element` (not the element itself) is `marked`. `below` maps each element walked
+    so far to "it or one of its ancestors is marked", so that the members of a group, which share most of their
+    ancestors, walk each ancestor once (a group of n posts at depth d: n + d steps, not n * d)."""
+    walked = []
+    node = element.getparent()
+    answer = False
+    while node is not None:
+        known = below.get(node)
+        if known is not None:
+            answer = known
+            break
+        walked.append(node)
+        if marked(node):
+            answer = True
+            break
+        node = node.getparent()
+    for node in walked:
+        below[node] = answer
+    return answer
 
 
 def _generic_group(tree: HtmlElement, names: re.Pattern[str] | None = None) -> list[HtmlElement]:
@@ -216,15 +245,23 @@ def _generic_group(tree: HtmlElement, names: re.Pattern[str] | None = None) -> l
     on WordPress BuddyPress / wpForo, Apache Answer and FlaskBB thread pages such a group was taken for the
     thread and cost F1 0.2-0.6 per page)."""
     groups: dict[tuple[str, str], list[HtmlElement]] = defaultdict(list)
+    named: dict[str, bool] = {}    # class -> `names` finds a match in it (a page repeats its classes)
     for element in tree.iter("div", "td", "li", "article", "section", "p", "span"):
         cls = (element.get("class") or "").strip()
-        if cls and (names is None or names.search(cls)):
-            groups[(element.tag, cls)].append(element)
+        if not cls:
+            continue
+        if names is not None:
+            if cls not in named:
+                named[cls] = names.search(cls) is not None
+            if not named[cls]:
+                continue
+        groups[(element.tag, cls)].append(element)
     best, best_chars = [], 0
+    in_chrome: dict[HtmlElement, bool] = {}
     for members in groups.values():
         if len(members) < GENERIC_MIN_POSTS:
             continue
-        members = _outermost([e for e in members if not _in_chrome(e)])
+        members = _outermost([e for e in members if not _in_chrome(e, in_chrome)])
         if len(members) < GENERIC_MIN_POSTS:
             continue
         chars = sum(len(e.text_content()) for e in members) - sum(_link_chars(e) for e in members)
