@@ -161,3 +161,25 @@ def test_extraction_is_unchanged_by_the_compiled_rules():
     assert len(_compiled_rules()) == len(extract_module.COMPILED_RULES)
     assert fast == slow
     assert sum(result is not None for result in fast) > len(pages) * 0.8
+
+
+def test_extraction_is_unchanged_by_the_c_element_lookup():
+    """trafilatura's parser gives every element the plain HtmlElement class (`cleaners.extract`); lxml.html's own
+    lookup (form fields with classes of their own) extracts the same text from real pages, forms included."""
+    from lxml.html import FormElement, HtmlElement, HtmlElementClassLookup
+    from trafilatura.utils import HTML_PARSER
+
+    form_page = ("<html><body><article><p>" + "A paragraph long enough to be the main text of this page. " * 12
+                 + "</p><form><input name='q'><select name='s'><option>one</option></select></form></article>"
+                 "</body></html>")
+    pages = [form_page, *_real_pages(step=8)]
+    tree, _ = parse_html(form_page)
+    assert type(tree.find(".//form")) is HtmlElement and type(tree.find(".//p")) is HtmlElement
+    fast = [extract_html(page) for page in pages]
+    HTML_PARSER.set_element_class_lookup(HtmlElementClassLookup())
+    try:
+        assert isinstance(parse_html(form_page)[0].find(".//form"), FormElement)
+        slow = [extract_html(page) for page in pages]
+    finally:
+        HTML_PARSER.set_element_class_lookup(extract_module.ELEMENT_LOOKUP)
+    assert fast == slow and fast[0] is not None
