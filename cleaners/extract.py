@@ -284,26 +284,33 @@ ExtractFunction = Callable[..., "ExtractResult | None"]
 
 
 def _serve(conn: Any, extract_fn: ExtractFunction, options: dict[str, Any]) -> None:
-    """Child process loop: ("ready", None) once, then (html, url) in, ("ok", (title, text, path) | None)
-    or ("error", name) out."""
+    """Child process loop: ("ready", None) once, then (html, http_charset, url) in, html as the response's bytes
+    (decoded here, `cleaners.charset.decode_html`) or a str; ("ok", ((title, text, path) | None, encoding)) or
+    ("error", name) out."""
     try:
         conn.send(("ready", None))
     except (EOFError, OSError):
         return
     while True:
         try:
-            html, url = conn.recv()
+            html, http_charset, url = conn.recv()
         except (EOFError, OSError):
             return
         try:
+            html, encoding = _decoded(html, http_charset)
             result = extract_fn(html, url, **options)
-            reply = ("ok", None if result is None else (result.title, result.text, result.path))
+            reply = ("ok", (None if result is None else (result.title, result.text, result.path), encoding))
         except Exception as exc:  # noqa: BLE001 - the reason names the exception, the run goes on
             reply = ("error", type(exc).__name__)
         try:
             conn.send(reply)
         except (EOFError, OSError):
             return
+
+
+def _decoded(html: bytes | str, http_charset: str | None) -> tuple[str, str]:
+    """The page as text and the codec that decoded it ("str" for a page given as text)."""
+    return (html, "str") if isinstance(html, str) else decode_html(html, http_charset)
 
 
 def _stop_worker(process: Any, conn: Any) -> None:
@@ -396,33 +403,38 @@ class PageExtractor:
         self.teardown()
 
     # -- extraction --------------------------------------------------------------------------
-    def extract(self, html: str, url: str | None) -> ExtractResult | str | None:
-        """Extract one decoded page under the time limit: a result, None (nothing found) or a reason."""
+    def extract(self, html: bytes | str, url: str | None, http_charset: str | None = None
+                ) -> tuple[ExtractResult | str | None, str]:
+        """Extract one page under the time limit: (a result, None (nothing found) or a reason; the codec that
+        decoded the page, "" when it was not decoded). Bytes are decoded where the page is extracted: in the child,
+        so that the pipe carries the response's bytes as they are, not a pickled copy of its text."""
         if self.timeout_s <= 0:
+            html, encoding = _decoded(html, http_charset)
             try:
-                return self.extract_fn(html, url, **self.options)
+                return self.extract_fn(html, url, **self.options), encoding
             except UnparsableHTML:
-                return REASON_UNPARSABLE
+                return REASON_UNPARSABLE, encoding
             except Exception as exc:  # noqa: BLE001
-                return REASON_ERROR + type(exc).__name__
+                return REASON_ERROR + type(exc).__name__, encoding
         if self._worker is None or not self._worker[0].is_alive():
             self.teardown()
             self._start_worker()
         if not self._wait_ready():
-            return REASON_ERROR + "WorkerDied"
+            return REASON_ERROR + "WorkerDied", ""
         _, conn = self._worker
         try:
-            conn.send((html, url or None))
+            conn.send((html, http_charset, url or None))
             if not conn.poll(self.timeout_s):
                 self._kill_worker()
-                return REASON_TIMEOUT
+                return REASON_TIMEOUT, ""
             status, payload = conn.recv()
         except (EOFError, OSError):
             self._kill_worker()
-            return REASON_ERROR + "WorkerDied"
+            return REASON_ERROR + "WorkerDied", ""
         if status == "error":
-            return REASON_UNPARSABLE if payload == UnparsableHTML.__name__ else REASON_ERROR + payload
-        return None if payload is None else ExtractResult(*payload)
+            return (REASON_UNPARSABLE if payload == UnparsableHTML.__name__ else REASON_ERROR + payload), ""
+        result, encoding = payload
+        return (None if result is None else ExtractResult(*result)), encoding
 
     def process(self, raw: RawPage) -> Document | str:
         """The Document for one RawPage (text records pass through unextracted), or a drop reason."""
@@ -438,11 +450,9 @@ class PageExtractor:
         elif raw.html is not None:
             if len(raw.html) > self.max_html_bytes:
                 return REASON_TOO_LARGE, ""
-            if isinstance(raw.html, str):
-                html, meta["encoding"] = raw.html, "str"
-            else:
-                html, meta["encoding"] = decode_html(raw.html, raw.http_charset)
-            result = self.extract(html, raw.url)
+            result, encoding = self.extract(raw.html, raw.url, raw.http_charset)
+            if encoding:
+                meta["encoding"] = encoding
             if isinstance(result, str):
                 return result, ""
             if result is None:

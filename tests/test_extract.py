@@ -120,6 +120,15 @@ def test_big5_page_with_meta_charset(extractor):
     assert doc.meta["encoding"] == "big5hkscs"
 
 
+def test_in_process_and_child_decode_alike(extractor):
+    """The child decodes the response's bytes itself (they cross the pipe as they are); in-process mode decodes here."""
+    in_process = PageExtractor(timeout_s=0)
+    for raw in (raw_html(zh_page("城市公园完成改造", ZH_PARAGRAPHS).encode("gbk"), http_charset="GBK"),
+                raw_html(ARTICLE_EN.encode()), RawPage(key="k", source="s", html=ARTICLE_EN)):
+        child_doc, local_doc = extractor.process(raw), in_process.process(raw)
+        assert child_doc == local_doc and child_doc.meta["encoding"] in ("gb18030", "utf-8", "str")
+
+
 def test_raw_meta_is_copied_not_shared(extractor):
     raw = raw_html(ARTICLE_EN.encode(), meta={"warc_id": "x"})
     doc = extractor.process(raw)
