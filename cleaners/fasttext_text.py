@@ -32,8 +32,8 @@ _PUNCT = ("!-/:-@\\[-`{-~\u00a1-\u00bf\u00d7\u00f7\u2000-\u206f\u3000-\u303f"
           "\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65")
 # Hiragana and katakana, and Han ideographs (`cleaners.han`): each CJK character is a token of its own.
 _CJK = "\u3040-\u30ff" + HAN_RANGES
-_SPLIT_CHARS = re.compile(f"([{_PUNCT}{_CJK}])")        # each becomes a token of its own
-_SPLIT_CJK = re.compile(f"([{_CJK}])")
+_SPLIT_CHARS = re.compile(f"[{_PUNCT}{_CJK}]+")         # each character of a run becomes a token of its own
+_SPLIT_CJK = re.compile(f"[{_CJK}]+")
 _SYMBOLS = re.compile(f"[{_PUNCT}\\d]+")                 # dropped when keep_symbols=False
 _LETTER = re.compile(r"[^\W\d_]")
 _WHITESPACE = re.compile(r"\s+")
@@ -51,10 +51,16 @@ def fasttext_line(text: str, max_chars: int = DEFAULT_MAX_CHARS, *, keep_symbols
         raise TypeError(f"expected str, got {type(text).__name__}")
     text = _SURROGATE.sub(" ", text[:max_chars].lower())
     if keep_symbols:
-        text = _SPLIT_CHARS.sub(r" \1 ", text)
+        text = _SPLIT_CHARS.sub(_spaced, text)
     else:
-        text = _SPLIT_CJK.sub(r" \1 ", _SYMBOLS.sub(" ", text))
+        text = _SPLIT_CJK.sub(_spaced, _SYMBOLS.sub(" ", text))
     return _WHITESPACE.sub(" ", text).strip()
+
+
+def _spaced(run: re.Match[str]) -> str:
+    """A run of characters that are tokens of their own, each between spaces (one call per run, not per character:
+    Python 3.11's re expands a replacement template such as r" \1 " in Python once per match)."""
+    return f" {' '.join(run.group())} "
 
 
 def has_letters(text: str) -> bool:
