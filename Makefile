@@ -8,6 +8,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/python -m compileall -q cleaners pipelines tokenizer shards train  # as pip does for a regular install
 	touch $@
 
 install: $(VENV)/.installed

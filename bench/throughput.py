@@ -56,6 +56,7 @@ DATATROVE_REQUIREMENTS = [
     "jieba==0.42.1",          # datatrove's cmn_Hani word splitting (bench/minhash_signatures.py)
 ]
 BUNDLED_LID_MODEL = REPO / "cleaners" / "data" / "lid" / "lid_zh_en.ftz"
+PROJECT_PACKAGES = ["cleaners", "pipelines", "tokenizer", "shards"]
 WORK = BENCH / "work"
 RESULTS = BENCH / "results" / "throughput.md"
 PR_SET_CHILD_SUBREAPER = 36
@@ -258,6 +259,10 @@ def run_ours(python: str, input_dir: Path, docs_in: int, workers: int, timeout_s
     if workers > 1:
         cmd += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # byte-compiled, as `make install` leaves the project and pip leaves datatrove's venv (where
+    # PYTHONDONTWRITEBYTECODE is set, every process would otherwise compile the project's modules anew)
+    subprocess.run([python, "-m", "compileall", "-q", *PROJECT_PACKAGES], cwd=REPO, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
     timing = timed_run(cmd, env, WORK / f"wudao-{workers}w.log", timeout_s)
     kept = count_jsonl_gz_records(out / "corpus")
     notes = _timing_notes(timing)
