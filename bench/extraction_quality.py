@@ -18,7 +18,8 @@ magic-html's evaluation. Results are reported per set and per page type and lang
 Columns: ours (`extract_html` and the pipeline's PageExtractor), trafilatura.extract with its defaults and with
 `fast=True`, and resiliparse's `extract_plain_text(html, main_content=True)` (resiliparse 2.0.0, optional: it is
 in no dependency list; without it that column is left out with a note). The trafilatura columns run trafilatura
-as shipped (`cleaners.xpath_rules.as_shipped`: its own XPath rules, not the compiled ones ours installs).
+as shipped (`trafilatura_as_shipped`: its own XPath rules and lxml.html's element lookup, not the compiled rules
+and the C lookup ours installs).
 
 Usage: python bench/extraction_quality.py [--samples DIR] [--fixtures DIR] [--out bench/results/extraction.md]
        [--repeat N] [--sets NAME,...] [--no-variants] [--pages-out FILE.tsv]
@@ -32,19 +33,23 @@ import re
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import urlparse
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import trafilatura  # noqa: E402
+from lxml.html import HtmlElementClassLookup  # noqa: E402
 from trafilatura import xpaths as trafilatura_xpaths  # noqa: E402
+from trafilatura.utils import HTML_PARSER  # noqa: E402
 
 from cleaners.document import RawPage  # noqa: E402
-from cleaners.extract import DEFAULT_OPTIONS, ExtractResult, PageExtractor, UnparsableHTML, extract_html  # noqa: E402
+from cleaners.extract import (ELEMENT_LOOKUP, DEFAULT_OPTIONS, ExtractResult, PageExtractor,  # noqa: E402
+                              UnparsableHTML, extract_html)
 from cleaners.xpath_rules import as_shipped  # noqa: E402
 
 WORD = re.compile(r"\w+")
@@ -152,14 +157,25 @@ def load_sets(root: Path, fixtures: Path | None = None) -> dict[str, list[Page]]
 Extractor = Callable[[bytes, "str | None"], str]  # (raw HTML bytes, page URL or None) -> main text
 
 
+@contextmanager
+def trafilatura_as_shipped() -> Iterator[None]:
+    """trafilatura as shipped for the block: its own XPath rules, not the compiled ones `cleaners.extract` installs,
+    and lxml.html's own element lookup in its parser, not `cleaners.extract.ELEMENT_LOOKUP`."""
+    HTML_PARSER.set_element_class_lookup(HtmlElementClassLookup())
+    try:
+        with as_shipped(trafilatura_xpaths):
+            yield
+    finally:
+        HTML_PARSER.set_element_class_lookup(ELEMENT_LOOKUP)
+
+
 def trafilatura_default(html: bytes, url: str | None = None) -> str:
-    """trafilatura as shipped: its own XPath rules, not the compiled ones `cleaners.extract` installs."""
-    with as_shipped(trafilatura_xpaths):
+    with trafilatura_as_shipped():
         return trafilatura.extract(html, url=url) or ""
 
 
 def trafilatura_fast(html: bytes, url: str | None = None) -> str:
-    with as_shipped(trafilatura_xpaths):
+    with trafilatura_as_shipped():
         return trafilatura.extract(html, url=url, fast=True) or ""
 
 
