@@ -15,6 +15,6 @@ COPY train ./train
 RUN pip install --no-cache-dir . "apache-beam[gcp]==2.77.0" && python -c "import pipelines.cli, cleaners"
 
 # glibc malloc settings that keep a long-running worker's memory flat (pipelines/memory.py)
-ENV MALLOC_ARENA_MAX=2 MALLOC_TRIM_THRESHOLD_=65536 MALLOC_MMAP_THRESHOLD_=1048576 MALLOC_TOP_PAD_=4194304
+ENV MALLOC_ARENA_MAX=2 MALLOC_TRIM_THRESHOLD_=65536
 
 # the base image's entrypoint (/opt/apache/beam/boot) starts the SDK harness; keep it

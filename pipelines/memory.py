@@ -6,15 +6,7 @@ Two glibc defaults make a long Beam run's resident memory creep up with the amou
   gRPC threads, so freed memory stays spread over many half-empty arenas. Capped at 2 (`MALLOC_ARENA_MAX`).
 * after a large block is freed, glibc raises its mmap threshold, so later large buffers (the runner's data
   chunks of up to 10 MB) come from the heap, whose free middle is never returned to the system. A fixed trim
-  threshold of 64 KB (`MALLOC_TRIM_THRESHOLD_`, as Dask sets for its workers) turns that adjustment off; the
-  mmap threshold is then fixed too (`MALLOC_MMAP_THRESHOLD_`, 1 MB), so those chunks still come from mmap.
-
-Returning every freed page to the system has a price: a web page's buffers (its bytes, the decoded text, the
-parser's copies: 100-600 KB each, over glibc's default 128 KB mmap threshold) were mapped and faulted in afresh for
-every page, about 470 page faults per document. Buffers under 1 MB now come from the heap, and a trim keeps 4 MB
-at its top (`MALLOC_TOP_PAD_`) for the next page: on bench/throughput.py's input, `wudao text` with one worker
-went from 939,024 to 98,997 minor page faults and from 2.3 to 0.7 system CPU seconds, peak RSS 233 -> 236 MB
-(`/usr/bin/time -f "%S %R %M" python -m pipelines.cli text --input 'bench/work/input/*.warc.gz' ...`).
+  threshold of 64 KB (`MALLOC_TRIM_THRESHOLD_`, as Dask sets for its workers) turns that adjustment off.
 
 Measured with `python bench/scale.py` (bench/RESULTS.md, "Scale"): the arena cap, added with split reads, and
 the trim threshold, added with packed dedup shuffles, are in the rows that took the 300 MB peak from 5.5 GB to
@@ -29,8 +21,9 @@ import ctypes.util
 import os
 
 #: environment variable -> (mallopt parameter number in glibc's malloc.h, value)
-SETTINGS = {"MALLOC_ARENA_MAX": (-8, 2), "MALLOC_TRIM_THRESHOLD_": (-1, 64 * 1024),
-            "MALLOC_MMAP_THRESHOLD_": (-3, 1024 * 1024), "MALLOC_TOP_PAD_": (-2, 4 * 1024 * 1024)}
+SETTINGS = {"MALLOC_ARENA_MAX": (-8, 2), "MALLOC_TRIM_THRESHOLD_": (-1, 64 * 1024)}
+_M_MMAP_THRESHOLD = -3
+_DEFAULT_MMAP_THRESHOLD = 128 * 1024
 
 
 def tune_malloc() -> dict[str, bool]:
@@ -48,4 +41,6 @@ def tune_malloc() -> dict[str, bool]:
             continue
         os.environ[name] = str(value)
         applied[name] = bool(mallopt and mallopt(param, value))
+        if name == "MALLOC_TRIM_THRESHOLD_" and mallopt:  # as the variable does: a fixed mmap threshold too
+            mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP_THRESHOLD)
     return applied
