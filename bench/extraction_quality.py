@@ -43,13 +43,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import trafilatura  # noqa: E402
-from lxml.html import HtmlElementClassLookup  # noqa: E402
 from trafilatura import xpaths as trafilatura_xpaths  # noqa: E402
-from trafilatura.utils import HTML_PARSER  # noqa: E402
 
 from cleaners.document import RawPage  # noqa: E402
-from cleaners.extract import (ELEMENT_LOOKUP, DEFAULT_OPTIONS, ExtractResult, PageExtractor,  # noqa: E402
-                              UnparsableHTML, extract_html)
+from cleaners.extract import (DEFAULT_OPTIONS, ExtractResult, PageExtractor, UnparsableHTML,  # noqa: E402
+                              extract_html, shipped_element_lookup)
 from cleaners.xpath_rules import as_shipped  # noqa: E402
 
 WORD = re.compile(r"\w+")
@@ -161,12 +159,8 @@ Extractor = Callable[[bytes, "str | None"], str]  # (raw HTML bytes, page URL or
 def trafilatura_as_shipped() -> Iterator[None]:
     """trafilatura as shipped for the block: its own XPath rules, not the compiled ones `cleaners.extract` installs,
     and lxml.html's own element lookup in its parser, not `cleaners.extract.ELEMENT_LOOKUP`."""
-    HTML_PARSER.set_element_class_lookup(HtmlElementClassLookup())
-    try:
-        with as_shipped(trafilatura_xpaths):
-            yield
-    finally:
-        HTML_PARSER.set_element_class_lookup(ELEMENT_LOOKUP)
+    with shipped_element_lookup(), as_shipped(trafilatura_xpaths):
+        yield
 
 
 def trafilatura_default(html: bytes, url: str | None = None) -> str:

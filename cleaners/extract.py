@@ -34,12 +34,13 @@ import gzip
 import multiprocessing
 import unicodedata
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from lxml.etree import ElementDefaultClassLookup, ErrorTypes
-from lxml.html import HtmlComment, HtmlElement, HtmlEntity, HtmlProcessingInstruction
+from lxml.html import HtmlComment, HtmlElement, HtmlElementClassLookup, HtmlEntity, HtmlProcessingInstruction
 from trafilatura import bare_extraction
 from trafilatura import xpaths as trafilatura_xpaths
 from trafilatura.external import SANITIZED_XPATH
@@ -60,10 +61,20 @@ COMPILED_RULES = install(trafilatura_xpaths)
 #: calls a Python method for each element object lxml creates, to give form fields classes of their own (FormElement,
 #: InputElement ...) that neither trafilatura nor this project uses; rules, pruning and copies create such objects
 #: for every element of a page many times over (same outputs on the 644 pages of bench/extraction_quality.py and
-#: bench/throughput.py, about 7% less time per page).
+#: bench/throughput.py). `shipped_element_lookup` puts lxml.html's own back for a block (references, tests).
 ELEMENT_LOOKUP = ElementDefaultClassLookup(element=HtmlElement, comment=HtmlComment, pi=HtmlProcessingInstruction,
                                            entity=HtmlEntity)
 HTML_PARSER.set_element_class_lookup(ELEMENT_LOOKUP)
+
+
+@contextmanager
+def shipped_element_lookup() -> Iterator[None]:
+    """lxml.html's own element lookup in trafilatura's parser for the block, `ELEMENT_LOOKUP` after."""
+    HTML_PARSER.set_element_class_lookup(HtmlElementClassLookup())
+    try:
+        yield
+    finally:
+        HTML_PARSER.set_element_class_lookup(ELEMENT_LOOKUP)
 
 #: trafilatura settings chosen by the benchmark (see module docstring).
 DEFAULT_OPTIONS: dict[str, Any] = {

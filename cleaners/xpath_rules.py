@@ -242,7 +242,7 @@ def _as_text(node: _Node) -> Text:
         return lambda attributes, items: attributes.get(name, "")
     names = frozenset(node.value)
 
-    def first_written(attributes: dict, items: list) -> str:   # a loop, not next() over a generator: half the time
+    def first_written(attributes: dict, items: list) -> str:   # a loop, not next() over a generator
         for key, value in items:
             if key in names:
                 return value

@@ -166,8 +166,7 @@ def test_extraction_is_unchanged_by_the_compiled_rules():
 def test_extraction_is_unchanged_by_the_c_element_lookup():
     """trafilatura's parser gives every element the plain HtmlElement class (`cleaners.extract`); lxml.html's own
     lookup (form fields with classes of their own) extracts the same text from real pages, forms included."""
-    from lxml.html import FormElement, HtmlElement, HtmlElementClassLookup
-    from trafilatura.utils import HTML_PARSER
+    from lxml.html import FormElement, HtmlElement
 
     form_page = ("<html><body><article><p>" + "A paragraph long enough to be the main text of this page. " * 12
                  + "</p><form><input name='q'><select name='s'><option>one</option></select></form></article>"
@@ -176,10 +175,8 @@ def test_extraction_is_unchanged_by_the_c_element_lookup():
     tree, _ = parse_html(form_page)
     assert type(tree.find(".//form")) is HtmlElement and type(tree.find(".//p")) is HtmlElement
     fast = [extract_html(page) for page in pages]
-    HTML_PARSER.set_element_class_lookup(HtmlElementClassLookup())
-    try:
+    with extract_module.shipped_element_lookup():
         assert isinstance(parse_html(form_page)[0].find(".//form"), FormElement)
         slow = [extract_html(page) for page in pages]
-    finally:
-        HTML_PARSER.set_element_class_lookup(extract_module.ELEMENT_LOOKUP)
+    assert type(parse_html(form_page)[0].find(".//form")) is HtmlElement   # put back after the block
     assert fast == slow and fast[0] is not None
